@@ -1,0 +1,90 @@
+/*
+ * app_elevenlabs_convai -- ElevenLabs Conversational AI for Asterisk
+ *
+ * This program is free software, distributed under the terms of
+ * the GNU General Public License Version 2.
+ */
+
+/*! \file
+ *
+ * \brief Lock-free byte ring shared by the Asterisk channel thread and Python.
+ *
+ * One producer thread and one consumer thread. Neither side ever blocks or
+ * takes a lock, so the framehook (channel locked) and the PBX thread can use a
+ * ring without the GIL, and Python can use it without any Asterisk lock.
+ *
+ * Two operations break the plain SPSC rule on purpose, and both are safe
+ * because the read index is advanced only by compare-and-swap:
+ *  - convai_ring_push_overwrite() lets the producer drop the oldest bytes;
+ *  - convai_ring_discard() lets the producer drop everything queued (barge-in).
+ * A consumer whose copy raced with either simply retries.
+ *
+ * A ring is reference counted: the module and the Python session each hold a
+ * reference, and whichever lets go last frees it. No Asterisk or Python
+ * headers may be included here: this file is compiled into both.
+ */
+
+#ifndef CONVAI_RING_H
+#define CONVAI_RING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct convai_ring;
+
+/*!
+ * \brief Allocate a ring holding at least \a capacity bytes, with one reference.
+ * \retval NULL on allocation failure
+ */
+struct convai_ring *convai_ring_alloc(size_t capacity);
+
+/*! \brief Take another reference (any thread). */
+void convai_ring_ref(struct convai_ring *ring);
+
+/*! \brief Drop a reference (any thread); the last one frees the ring. */
+void convai_ring_unref(struct convai_ring *ring);
+
+/*! \brief Usable size in bytes (a power of two). */
+size_t convai_ring_capacity(const struct convai_ring *ring);
+
+/*! \brief Bytes queued now (either side; a snapshot). */
+size_t convai_ring_used(const struct convai_ring *ring);
+
+/*!
+ * \brief Producer: append all of \a len bytes, or nothing.
+ * \retval 0 written
+ * \retval -1 not enough room; nothing written
+ */
+int convai_ring_push(struct convai_ring *ring, const void *data, size_t len);
+
+/*!
+ * \brief Producer: append \a len bytes, dropping the oldest queued bytes to
+ * make room (in steps of \a unit bytes, so samples stay aligned).
+ * \return the number of bytes dropped (also added to the overflow counter)
+ */
+size_t convai_ring_push_overwrite(struct convai_ring *ring, const void *data, size_t len, size_t unit);
+
+/*! \brief Consumer: copy out and remove up to \a max bytes. \return bytes copied */
+size_t convai_ring_pop(struct convai_ring *ring, void *out, size_t max);
+
+/*!
+ * \brief Consumer: copy out and remove exactly \a len bytes, or nothing.
+ * \retval 0 a whole frame was taken
+ * \retval -1 fewer than \a len bytes queued
+ */
+int convai_ring_pop_exact(struct convai_ring *ring, void *out, size_t len);
+
+/*!
+ * \brief Producer: drop everything queued now (barge-in flush).
+ * Bytes pushed after this call are kept.
+ * \return the number of bytes dropped
+ */
+size_t convai_ring_discard(struct convai_ring *ring);
+
+/*! \brief Counters since allocation, in bytes (either side; snapshots). */
+uint64_t convai_ring_pushed(const struct convai_ring *ring);
+uint64_t convai_ring_popped(const struct convai_ring *ring);
+uint64_t convai_ring_overflowed(const struct convai_ring *ring);
+uint64_t convai_ring_discarded(const struct convai_ring *ring);
+
+#endif /* CONVAI_RING_H */

@@ -1,0 +1,1 @@
+"""Local ElevenLabs-compatible agent server for tests and the demo."""
