@@ -1,0 +1,124 @@
+# app_elevenlabs_convai: the Asterisk module and the pyconvai runtime it embeds.
+#
+#   make            build the module, its XML documentation and the pyconvai wheel
+#   make install    install them (module, docs, virtual environment, sample config)
+#   make test       everything the tests need, then the tests (provisions a test bed)
+#   make bench      benchmark figures into BENCHMARKS.md (not part of make test)
+#
+# Every path is discovered from the installed Asterisk and can be overridden:
+#   make install DESTDIR=/tmp/stage ASTMODDIR=... ASTDATADIR=... ASTETCDIR=... VENVDIR=...
+# With no Asterisk headers on this machine, "make" builds inside the test bed
+# (a Debian sid root with Asterisk 22, see tests/testbed/).
+
+PYTHON ?= python3
+PYTHON_CONFIG ?= $(PYTHON)-config
+CC ?= gcc
+
+ASTETCDIR ?= /etc/asterisk
+asterisk_dir = $(shell sed -n 's/^[[:space:]]*$(1)[[:space:]]*=>*[[:space:]]*//p' $(ASTETCDIR)/asterisk.conf 2>/dev/null | head -n 1)
+MULTIARCH := $(shell $(CC) -print-multiarch 2>/dev/null)
+ASTINCDIR ?= $(firstword $(patsubst %/asterisk.h,%,$(wildcard /usr/include/asterisk.h /usr/local/include/asterisk.h)))
+ASTMODDIR ?= $(or $(call asterisk_dir,astmoddir),$(firstword $(wildcard /usr/lib/$(MULTIARCH)/asterisk/modules /usr/lib64/asterisk/modules /usr/lib/asterisk/modules)),/usr/lib/asterisk/modules)
+ASTDATADIR ?= $(or $(call asterisk_dir,astdatadir),$(firstword $(wildcard /usr/share/asterisk /var/lib/asterisk)),/var/lib/asterisk)
+VENVDIR ?= /opt/app_elevenlabs_convai/venv
+
+TESTBED_ROOT ?= /var/cache/app_elevenlabs_convai/sid-root
+DEV_VENV ?= .venv
+DEV_PYTHON = $(DEV_VENV)/bin/python
+
+MODULE = app_elevenlabs_convai
+BUILD = build
+SOURCES = csrc/app_elevenlabs_convai.c csrc/embed.c csrc/ring.c
+HEADERS = csrc/embed.h csrc/ring.h
+
+.PHONY: all module doc wheel install install-module install-venv install-config \
+	dev test bench demo clean
+
+ifeq ($(ASTINCDIR),)
+# No Asterisk here: build (and install) inside the test bed, then copy the results back.
+all:
+	tests/testbed/prepare.sh "$(TESTBED_ROOT)"
+	mkdir -p $(BUILD)
+	cp "$(TESTBED_ROOT)/usr/src/$(MODULE)/$(BUILD)/$(MODULE).so" \
+		"$(TESTBED_ROOT)/usr/src/$(MODULE)/$(BUILD)/$(MODULE)-en_US.xml" $(BUILD)/
+else
+all: module doc wheel
+endif
+
+module: $(BUILD)/$(MODULE).so
+
+doc: $(BUILD)/$(MODULE)-en_US.xml
+
+LIBPYTHON = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("INSTSONAME"))')
+CFLAGS ?= -O2 -g
+CFLAGS += -fmacro-prefix-map=csrc/=
+MODULE_CFLAGS = -std=gnu11 -fPIC -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
+	-I$(ASTINCDIR) -DAST_MODULE=\"$(MODULE)\" -DAST_MODULE_SELF_SYM=__internal_$(MODULE)_self \
+	-DCONVAI_LIBPYTHON=\"$(LIBPYTHON)\"
+
+$(BUILD)/%.o: csrc/%.c $(HEADERS) | $(BUILD)
+	$(CC) $(CFLAGS) $(MODULE_CFLAGS) -c -o $@ $<
+
+# embed.c is the only file that sees Python.h.
+$(BUILD)/embed.o: csrc/embed.c $(HEADERS) | $(BUILD)
+	$(CC) $(CFLAGS) $(MODULE_CFLAGS) $(shell $(PYTHON_CONFIG) --includes) -c -o $@ $<
+
+$(BUILD)/$(MODULE).so: $(SOURCES:csrc/%.c=$(BUILD)/%.o)
+	$(CC) -shared -o $@ $^ $(shell $(PYTHON_CONFIG) --ldflags --embed) -ldl
+
+# Asterisk reads third-party docs from documentation/thirdparty/*-en_US.xml.
+$(BUILD)/$(MODULE)-en_US.xml: csrc/app_elevenlabs_convai.c | $(BUILD)
+	{ echo '<?xml version="1.0" encoding="UTF-8"?>'; \
+	  echo '<!DOCTYPE docs SYSTEM "appdocsxml.dtd">'; \
+	  echo '<docs xmlns:xi="http://www.w3.org/2001/XInclude">'; \
+	  sed -n '/^\/\*\*\* DOCUMENTATION/,/^ \*\*\*\//p' $< | sed '1d;$$d'; \
+	  echo '</docs>'; } > $@
+
+# pyconvai as a wheel, with its cffi ring binding compiled for $(PYTHON).
+wheel: | $(BUILD)
+	rm -f $(BUILD)/pyconvai-*.whl
+	test -x $(BUILD)/wheel-venv/bin/pip || $(PYTHON) -m venv $(BUILD)/wheel-venv
+	$(BUILD)/wheel-venv/bin/pip install -q --disable-pip-version-check setuptools wheel cffi
+	$(BUILD)/wheel-venv/bin/pip wheel -q --disable-pip-version-check --no-deps --no-build-isolation -w $(BUILD) .
+
+$(BUILD):
+	mkdir -p $@
+
+install: install-module install-venv install-config
+
+install-module: module doc
+	install -d $(DESTDIR)$(ASTMODDIR) $(DESTDIR)$(ASTDATADIR)/documentation/thirdparty
+	install -m 0755 $(BUILD)/$(MODULE).so $(DESTDIR)$(ASTMODDIR)/
+	install -m 0644 $(BUILD)/$(MODULE)-en_US.xml $(DESTDIR)$(ASTDATADIR)/documentation/thirdparty/
+
+# The venv python_venv in elevenlabs.conf names (default $(VENVDIR)).
+install-venv: wheel
+	test -x $(DESTDIR)$(VENVDIR)/bin/python3 || $(PYTHON) -m venv $(DESTDIR)$(VENVDIR)
+	$(DESTDIR)$(VENVDIR)/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps $(BUILD)/pyconvai-*.whl
+	$(DESTDIR)$(VENVDIR)/bin/pip install -q --disable-pip-version-check $(BUILD)/pyconvai-*.whl
+
+# Never overwrite an administrator's elevenlabs.conf.
+install-config:
+	install -d $(DESTDIR)$(ASTETCDIR)
+	test -e $(DESTDIR)$(ASTETCDIR)/elevenlabs.conf || \
+		install -m 0640 elevenlabs.conf.example $(DESTDIR)$(ASTETCDIR)/elevenlabs.conf
+
+# Developer environment on this machine: pyconvai editable, with test tools.
+dev: $(DEV_VENV)/.installed
+
+$(DEV_VENV)/.installed: pyproject.toml setup.py csrc/ring.c csrc/ring.h csrc/ring_build.py
+	test -x $(DEV_PYTHON) || $(PYTHON) -m venv $(DEV_VENV)
+	$(DEV_PYTHON) -m pip install -q --disable-pip-version-check -e '.[test]'
+	touch $@
+
+# The test bed (system Asterisk, or the sid root) is prepared by the same script CI runs.
+test: dev
+	CONVAI_TESTBED_ROOT="$$(tests/testbed/prepare.sh "$(TESTBED_ROOT)")" \
+		$(DEV_PYTHON) -m pytest -ra tests
+
+bench: dev
+	CONVAI_TESTBED_ROOT="$$(tests/testbed/prepare.sh "$(TESTBED_ROOT)")" \
+		$(DEV_PYTHON) -m tests.bench
+
+clean:
+	rm -rf $(BUILD) pyconvai/_ring.c pyconvai/_ring*.so pyconvai/_ring*.o *.egg-info

@@ -1,0 +1,375 @@
+/*
+ * app_elevenlabs_convai -- ElevenLabs Conversational AI for Asterisk
+ *
+ * This program is free software, distributed under the terms of
+ * the GNU General Public License Version 2.
+ */
+
+/*! \file
+ *
+ * \brief The embedded CPython interpreter: start-up, GIL entry, calls into
+ * pyconvai.runtime. No Asterisk header is included here (Python.h must come
+ * first in its file); logging reaches Asterisk through a callback.
+ *
+ * GIL rule: every exported function enters through embed_enter(), which takes
+ * the GIL with PyGILState_Ensure(), and leaves through embed_leave(). Callers
+ * hold no channel lock (see embed.h). After start-up the thread that
+ * initialised Python has released the GIL, so pyconvai's own threads run
+ * freely between calls.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <dlfcn.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "embed.h"
+
+/*! pyconvai.runtime; a strong reference kept for the life of the process. */
+static PyObject *runtime;
+static convai_log_fn host_log;
+static int running;
+
+static void embed_log(enum convai_log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void embed_log(enum convai_log_level level, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (host_log) {
+		host_log(level, line);
+	}
+}
+
+/*! \internal \brief Log and clear the pending Python exception. GIL held. */
+static void embed_log_exception(const char *what)
+{
+	PyObject *type, *value, *traceback, *text = NULL;
+	const char *message = "unknown error";
+
+	PyErr_Fetch(&type, &value, &traceback);
+	PyErr_NormalizeException(&type, &value, &traceback);
+	if (value) {
+		/* text is a new reference */
+		text = PyObject_Str(value);
+	}
+	if (text && PyUnicode_Check(text)) {
+		message = PyUnicode_AsUTF8(text);
+	}
+	embed_log(CONVAI_LOG_ERROR, "%s failed: %s: %s", what,
+		type ? ((PyTypeObject *) type)->tp_name : "?", message ? message : "?");
+	Py_XDECREF(text);
+	Py_XDECREF(type);
+	Py_XDECREF(value);
+	Py_XDECREF(traceback);
+	PyErr_Clear();
+}
+
+/* _convai_host: the few host services pyconvai calls back into. */
+
+static PyObject *host_module_log(PyObject *self, PyObject *args)
+{
+	int level;
+	const char *message;
+
+	if (!PyArg_ParseTuple(args, "is", &level, &message)) {
+		return NULL;
+	}
+	if (level < CONVAI_LOG_DEBUG || level > CONVAI_LOG_ERROR) {
+		level = CONVAI_LOG_NOTICE;
+	}
+	/* Keep the GIL: ast_log only queues the line and takes no channel lock. */
+	if (host_log) {
+		host_log(level, message);
+	}
+	Py_RETURN_NONE;
+}
+
+static PyMethodDef host_module_methods[] = {
+	{ "log", host_module_log, METH_VARARGS, "log(level, message): write a line to Asterisk's logger" },
+	{ NULL, NULL, 0, NULL },
+};
+
+static struct PyModuleDef host_module_def = {
+	PyModuleDef_HEAD_INIT,
+	.m_name = "_convai_host",
+	.m_doc = "Services of the Asterisk module that embeds pyconvai.",
+	.m_size = -1,
+	.m_methods = host_module_methods,
+};
+
+static PyObject *host_module_init(void)
+{
+	PyObject *module = PyModule_Create(&host_module_def);
+
+	if (module) {
+		PyModule_AddIntConstant(module, "DEBUG", CONVAI_LOG_DEBUG);
+		PyModule_AddIntConstant(module, "VERBOSE", CONVAI_LOG_VERBOSE);
+		PyModule_AddIntConstant(module, "NOTICE", CONVAI_LOG_NOTICE);
+		PyModule_AddIntConstant(module, "WARNING", CONVAI_LOG_WARNING);
+		PyModule_AddIntConstant(module, "ERROR", CONVAI_LOG_ERROR);
+	}
+	return module;
+}
+
+static int embed_enter(PyGILState_STATE *state)
+{
+	if (!running) {
+		return -1;
+	}
+	*state = PyGILState_Ensure();
+	return 0;
+}
+
+static void embed_leave(PyGILState_STATE state)
+{
+	PyGILState_Release(state);
+}
+
+/*! \internal \brief Initialise CPython with an isolated config rooted in \a venv. */
+static int embed_initialize(const char *venv)
+{
+	char executable[4096];
+	PyConfig config;
+	PyStatus status;
+
+	if (snprintf(executable, sizeof(executable), "%s/bin/python3", venv) >= (int) sizeof(executable)) {
+		embed_log(CONVAI_LOG_ERROR, "python_venv path is too long");
+		return -1;
+	}
+	if (access(executable, X_OK)) {
+		embed_log(CONVAI_LOG_ERROR, "python_venv '%s' has no bin/python3 (install it with 'make install')", venv);
+		return -1;
+	}
+	if (PyImport_AppendInittab("_convai_host", host_module_init) < 0) {
+		embed_log(CONVAI_LOG_ERROR, "cannot register the _convai_host module");
+		return -1;
+	}
+	/*
+	 * Isolated: ignore PYTHON* environment variables, leave LC_CTYPE alone and
+	 * install no signal handlers (Asterisk owns the signals). Pointing
+	 * executable into the venv makes Python find pyvenv.cfg and its
+	 * site-packages, exactly as if that venv's python3 were running.
+	 */
+	PyConfig_InitIsolatedConfig(&config);
+	status = PyConfig_SetBytesString(&config, &config.executable, executable);
+	if (!PyStatus_Exception(status)) {
+		status = PyConfig_SetBytesString(&config, &config.program_name, executable);
+	}
+	if (!PyStatus_Exception(status)) {
+		status = Py_InitializeFromConfig(&config);
+	}
+	PyConfig_Clear(&config);
+	if (PyStatus_Exception(status)) {
+		embed_log(CONVAI_LOG_ERROR, "Python initialisation failed: %s%s%s",
+			status.func ? status.func : "", status.func ? ": " : "", status.err_msg ? status.err_msg : "?");
+		return -1;
+	}
+	return 0;
+}
+
+int convai_embed_start(const char *venv, const char *libpython, convai_log_fn log)
+{
+	PyObject *result;
+
+	host_log = log;
+	if (running) {
+		return 0;
+	}
+	if (Py_IsInitialized()) {
+		embed_log(CONVAI_LOG_ERROR, "another module already embeds Python in this Asterisk; refusing to share it");
+		return -1;
+	}
+	/*
+	 * Asterisk opens modules RTLD_LOCAL, so libpython (our dependency) is not
+	 * visible to the C extensions Python loads later (_ssl, _asyncio, our
+	 * ring binding): promote it to the global scope. The handle is never closed.
+	 */
+	if (!dlopen(libpython, RTLD_NOW | RTLD_GLOBAL | RTLD_NOLOAD)) {
+		embed_log(CONVAI_LOG_ERROR, "cannot promote %s to RTLD_GLOBAL: %s", libpython, dlerror());
+		return -1;
+	}
+	if (embed_initialize(venv)) {
+		return -1;
+	}
+	/* runtime is a new reference, kept until the process exits */
+	runtime = PyImport_ImportModule("pyconvai.runtime");
+	if (!runtime) {
+		embed_log_exception("import pyconvai.runtime");
+		PyEval_SaveThread();
+		return -1;
+	}
+	result = PyObject_CallMethod(runtime, "start", NULL);
+	if (!result) {
+		embed_log_exception("pyconvai.runtime.start()");
+		Py_CLEAR(runtime);
+		PyEval_SaveThread();
+		return -1;
+	}
+	Py_DECREF(result);
+	/* Give the GIL away for good; Asterisk threads come back through embed_enter(). */
+	PyEval_SaveThread();
+	running = 1;
+	return 0;
+}
+
+int convai_embed_running(void)
+{
+	return running;
+}
+
+void convai_embed_stop(unsigned int timeout_ms)
+{
+	PyGILState_STATE state;
+	PyObject *result;
+
+	if (embed_enter(&state)) {
+		return;
+	}
+	result = PyObject_CallMethod(runtime, "stop", "d", timeout_ms / 1000.0);
+	if (!result) {
+		embed_log_exception("pyconvai.runtime.stop()");
+	} else if (!PyObject_IsTrue(result)) {
+		embed_log(CONVAI_LOG_WARNING, "pyconvai threads did not stop within %u ms", timeout_ms);
+	}
+	Py_XDECREF(result);
+	running = 0;
+	embed_leave(state);
+}
+
+void convai_embed_set_debug(int on)
+{
+	PyGILState_STATE state;
+	PyObject *result;
+
+	if (embed_enter(&state)) {
+		return;
+	}
+	result = PyObject_CallMethod(runtime, "set_debug", "O", on ? Py_True : Py_False);
+	if (!result) {
+		embed_log_exception("pyconvai.runtime.set_debug()");
+	}
+	Py_XDECREF(result);
+	embed_leave(state);
+}
+
+/*! \internal \brief Call a runtime method returning str; copy it out with malloc. */
+static char *embed_call_text(const char *method)
+{
+	PyGILState_STATE state;
+	PyObject *result;
+	char *text = NULL;
+
+	if (embed_enter(&state)) {
+		return NULL;
+	}
+	result = PyObject_CallMethod(runtime, method, NULL);
+	if (result && PyUnicode_Check(result)) {
+		const char *utf8 = PyUnicode_AsUTF8(result);
+
+		text = utf8 ? strdup(utf8) : NULL;
+	}
+	if (!result || PyErr_Occurred()) {
+		embed_log_exception(method);
+	}
+	Py_XDECREF(result);
+	embed_leave(state);
+	return text;
+}
+
+char *convai_embed_describe(void)
+{
+	return embed_call_text("describe");
+}
+
+char *convai_embed_describe_calls(void)
+{
+	return embed_call_text("describe_calls");
+}
+
+/*! \internal \brief Build a dict from NULL-terminated key, value pairs. GIL held. */
+static PyObject *embed_settings_dict(const char *const *settings)
+{
+	/* dict is a new reference, returned to the caller */
+	PyObject *dict = PyDict_New();
+
+	for (; dict && settings && settings[0] && settings[1]; settings += 2) {
+		PyObject *value = PyUnicode_DecodeUTF8(settings[1], strlen(settings[1]), "replace");
+
+		/* PyDict_SetItemString does not steal value */
+		if (!value || PyDict_SetItemString(dict, settings[0], value)) {
+			Py_XDECREF(value);
+			Py_CLEAR(dict);
+			break;
+		}
+		Py_DECREF(value);
+	}
+	return dict;
+}
+
+void *convai_embed_call_start(const struct convai_call_params *params)
+{
+	PyGILState_STATE state;
+	PyObject *settings, *call = NULL;
+
+	if (embed_enter(&state)) {
+		embed_log(CONVAI_LOG_ERROR, "the Python runtime is not running");
+		return NULL;
+	}
+	settings = embed_settings_dict(params->settings);
+	if (settings) {
+		/*
+		 * Python takes its own reference on each ring and dups wake_fd before
+		 * start_call returns, so either side may finish first.
+		 */
+		call = PyObject_CallMethod(runtime, "start_call", "OKKKi", settings,
+			(unsigned long long) (uintptr_t) params->uplink,
+			(unsigned long long) (uintptr_t) params->downlink,
+			(unsigned long long) (uintptr_t) params->control,
+			params->wake_fd);
+	}
+	if (!call) {
+		embed_log_exception("pyconvai.runtime.start_call()");
+	}
+	Py_XDECREF(settings);
+	embed_leave(state);
+	/* call is a new reference, owned by the caller until convai_embed_call_release() */
+	return call;
+}
+
+void convai_embed_call_hangup(void *handle, const char *reason)
+{
+	PyGILState_STATE state;
+	PyObject *result;
+
+	if (!handle || embed_enter(&state)) {
+		return;
+	}
+	result = PyObject_CallMethod((PyObject *) handle, "hangup", "s", reason);
+	if (!result) {
+		embed_log_exception("pyconvai call hangup()");
+	}
+	Py_XDECREF(result);
+	embed_leave(state);
+}
+
+void convai_embed_call_release(void *handle)
+{
+	PyGILState_STATE state;
+
+	if (!handle || embed_enter(&state)) {
+		return;
+	}
+	Py_DECREF((PyObject *) handle);
+	embed_leave(state);
+}

@@ -1,0 +1,261 @@
+"""Network I/O for ConvAI: the signed-URL request (httpx) and the WebSocket (websockets).
+
+This is the only module that touches the network. Everything runs on the
+asyncio thread. Every await is bounded:
+
+* one connection attempt (signed URL + WebSocket handshake together) is
+  bounded by ``timeout``; up to ``attempts`` attempts with a short exponential
+  backoff (0.25 s · 2^n, at most 2 s) between them. Only transient failures
+  are retried: network errors, timeouts, HTTP 429 and 5xx. Other HTTP
+  statuses (401, 403, 404, 422, ...) fail at once.
+* :meth:`Connection.recv` waits for the server without a deadline, but the
+  websockets keepalive (a WS ping every 20 s, 20 s to answer) ends a dead
+  connection within about 40 s.
+* :meth:`Connection.close` is bounded by ``CLOSE_TIMEOUT``.
+
+TLS certificates are always verified; a custom ``ssl.SSLContext`` (e.g. a
+test CA) may be supplied but must itself verify. Neither the API key nor the
+full signed URL is ever logged: URLs go through :func:`redact_url`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+import urllib.parse
+from dataclasses import dataclass
+
+import httpx
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+
+from . import __version__
+
+__all__ = [
+    "CLOSE_TIMEOUT",
+    "MAX_MESSAGE_BYTES",
+    "ConnectFailed",
+    "ConnectionEnded",
+    "Connection",
+    "open_connection",
+    "public_url",
+    "redact_url",
+]
+
+log = logging.getLogger("pyconvai.client")
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # the server's own maximum (protocol doc §2)
+CLOSE_TIMEOUT = 2.0
+PING_INTERVAL = 20.0
+PING_TIMEOUT = 20.0
+_BACKOFF_BASE = 0.25
+_BACKOFF_MAX = 2.0
+_EXCERPT = 160
+_USER_AGENT = f"pyconvai/{__version__}"
+_SECRET_KEYS = frozenset(
+    {"conversation_signature", "token", "xi-api-key", "xi_api_key", "api_key", "signature"}
+)
+
+
+class ConnectFailed(Exception):
+    """No conversation socket could be opened; ``reason`` is readable and free of secrets."""
+
+    def __init__(self, reason: str, *, retryable: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+
+
+class ConnectionEnded(Exception):
+    """The socket closed. ``code`` is the server's close code, None when it sent none."""
+
+    def __init__(self, code: int | None, reason: str) -> None:
+        super().__init__(f"websocket closed {code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+def _redact_param(item: str) -> str:
+    key = item.partition("=")[0]
+    return f"{key}=***" if urllib.parse.unquote_plus(key).lower() in _SECRET_KEYS else item
+
+
+def redact_url(url: str) -> str:
+    """``url`` with signature/token/API-key query values and any password replaced by ``***``."""
+    parts = urllib.parse.urlsplit(url)
+    query = "&".join(_redact_param(item) for item in parts.query.split("&") if item)
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def public_url(endpoint: str, agent_id: str) -> str:
+    """Unsigned conversation URL on the endpoint's host (https→wss, http→ws)."""
+    parts = urllib.parse.urlsplit(endpoint)
+    scheme = {"https": "wss", "http": "ws", "wss": "wss", "ws": "ws"}.get(parts.scheme)
+    if scheme is None or not parts.netloc:
+        raise ValueError(f"endpoint is not an http(s) URL: {redact_url(endpoint)}")
+    query = urllib.parse.urlencode({"agent_id": agent_id})
+    return urllib.parse.urlunsplit((scheme, parts.netloc, "/v1/convai/conversation", query, ""))
+
+
+def _backoff(attempt: int) -> float:
+    return min(_BACKOFF_BASE * 2**attempt, _BACKOFF_MAX)
+
+
+def _body_excerpt(response: httpx.Response, api_key: str) -> str:
+    """Short readable summary of an error body (ElevenLabs ``detail`` shapes understood)."""
+    text = response.text
+    try:
+        detail = orjson.loads(text).get("detail")
+    except (orjson.JSONDecodeError, AttributeError):
+        detail = None
+    if isinstance(detail, dict):
+        summary = " ".join(str(detail[k]) for k in ("status", "message") if detail.get(k))
+    elif isinstance(detail, list):
+        summary = "; ".join(
+            f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg', '')}"
+            for d in detail
+            if isinstance(d, dict)
+        )
+    elif isinstance(detail, str):
+        summary = detail
+    else:
+        summary = " ".join(text.split())
+    if api_key:
+        summary = summary.replace(api_key, "***")
+    return summary[:_EXCERPT]
+
+
+async def _signed_url(
+    http: httpx.AsyncClient, endpoint: str, agent_id: str, api_key: str
+) -> str:
+    try:
+        response = await http.get(
+            endpoint, params={"agent_id": agent_id}, headers={"xi-api-key": api_key}
+        )
+    except httpx.TimeoutException:
+        raise ConnectFailed("signed URL: timed out", retryable=True) from None
+    except httpx.HTTPError as exc:
+        raise ConnectFailed(f"signed URL: {type(exc).__name__}: {exc}", retryable=True) from None
+    if not response.is_success:
+        status = response.status_code
+        excerpt = _body_excerpt(response, api_key)
+        raise ConnectFailed(
+            f"signed URL: HTTP {status} {excerpt}".rstrip(),
+            retryable=status == 429 or status >= 500,
+        )
+    try:
+        url = orjson.loads(response.content)["signed_url"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        url = None
+    if not isinstance(url, str) or not url.startswith(("ws://", "wss://")):
+        raise ConnectFailed("signed URL: response has no usable signed_url")
+    return url
+
+
+async def _open_websocket(url: str, ssl_context: ssl.SSLContext | None) -> ClientConnection:
+    tls = {"ssl": ssl_context} if ssl_context is not None and url.startswith("wss:") else {}
+    try:
+        return await connect(
+            url,
+            compression=None,
+            max_size=MAX_MESSAGE_BYTES,
+            open_timeout=None,  # the caller bounds the whole attempt
+            ping_interval=PING_INTERVAL,
+            ping_timeout=PING_TIMEOUT,
+            close_timeout=CLOSE_TIMEOUT,
+            user_agent_header=_USER_AGENT,
+            **tls,
+        )
+    except InvalidStatus as exc:
+        status = exc.response.status_code
+        raise ConnectFailed(
+            f"websocket handshake: HTTP {status}", retryable=status == 429 or status >= 500
+        ) from None
+    except (OSError, WebSocketException) as exc:
+        raise ConnectFailed(f"websocket: {type(exc).__name__}: {exc}", retryable=True) from None
+
+
+async def open_connection(
+    *,
+    agent_id: str,
+    api_key: str | None,
+    signed_url_endpoint: str,
+    timeout: float,
+    attempts: int,
+    ssl_context: ssl.SSLContext | None = None,
+) -> Connection:
+    """Fetch a signed URL (or use the public URL without a key) and open the socket.
+
+    Raises :class:`ConnectFailed` after the last attempt, or at once for a
+    non-retryable failure. Total time ≤ attempts × timeout + backoff.
+    """
+    public = None if api_key else public_url(signed_url_endpoint, agent_id)
+    verify: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
+    failure = ConnectFailed("no connection attempt made")
+    async with httpx.AsyncClient(
+        timeout=timeout, verify=verify, headers={"user-agent": _USER_AGENT}
+    ) as http:
+        for attempt in range(attempts):
+            if attempt:
+                await asyncio.sleep(_backoff(attempt - 1))
+            started = time.monotonic()
+            phase = "signed URL"
+            try:
+                async with asyncio.timeout(timeout):
+                    if public is None:
+                        url = await _signed_url(http, signed_url_endpoint, agent_id, api_key)
+                    else:
+                        url = public
+                    phase = "websocket handshake"
+                    log.debug("opening websocket %s", redact_url(url))
+                    ws = await _open_websocket(url, ssl_context)
+            except TimeoutError:
+                failure = ConnectFailed(f"{phase}: timed out after {timeout:g} s", retryable=True)
+            except ConnectFailed as exc:
+                failure = exc
+            else:
+                log.debug("websocket open after %.3f s", time.monotonic() - started)
+                return Connection(ws)
+            log.debug(
+                "connection attempt %d/%d failed: %s", attempt + 1, attempts, failure.reason
+            )
+            if not failure.retryable:
+                break
+    raise failure
+
+
+class Connection:
+    """An open conversation socket. Asyncio thread only."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self._ws = ws
+
+    async def recv(self) -> str | bytes:
+        """Next frame from the server; ConnectionEnded once the socket is closed."""
+        try:
+            return await self._ws.recv()
+        except ConnectionClosed as exc:
+            raise self._ended(exc) from None
+
+    async def send(self, message: str) -> None:
+        """Send one text frame; ConnectionEnded if the socket is already closed."""
+        try:
+            await self._ws.send(message)
+        except ConnectionClosed as exc:
+            raise self._ended(exc) from None
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the socket (bounded by CLOSE_TIMEOUT); idempotent."""
+        await self._ws.close(code, reason[:120])
+
+    @staticmethod
+    def _ended(exc: ConnectionClosed) -> ConnectionEnded:
+        if exc.rcvd is None:
+            return ConnectionEnded(None, "")
+        return ConnectionEnded(exc.rcvd.code, exc.rcvd.reason)

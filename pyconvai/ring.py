@@ -1,0 +1,88 @@
+"""The lock-free ring shared with the Asterisk module (csrc/ring.c, through cffi).
+
+The module allocates a call's rings and hands their addresses to Python;
+``Ring.attach`` takes a reference of its own, so either side may let go first.
+Producer and consumer each stay on one thread (see csrc/ring.h): in pyconvai the
+playback thread produces the downlink and the asyncio thread consumes the uplink.
+No method takes the GIL off or blocks; each is one short C call.
+"""
+
+from __future__ import annotations
+
+from pyconvai._ring import ffi, lib
+
+
+class Ring:
+    """A reference to one ring; released when this object is collected."""
+
+    __slots__ = ("_ring", "_scratch")
+
+    def __init__(self, pointer) -> None:
+        # The cdata owns one ring reference; ffi.gc drops it on collection.
+        self._ring = ffi.gc(pointer, lib.convai_ring_unref)
+        self._scratch = ffi.new("unsigned char[]", 65536)
+
+    @classmethod
+    def allocate(cls, capacity: int) -> "Ring":
+        """A new ring of at least ``capacity`` bytes (for tests and tools)."""
+        pointer = lib.convai_ring_alloc(capacity)
+        if pointer == ffi.NULL:
+            raise MemoryError("convai_ring_alloc failed")
+        return cls(pointer)
+
+    @classmethod
+    def attach(cls, address: int) -> "Ring":
+        """Share a ring the module allocated; takes a reference of its own."""
+        if not address:
+            raise ValueError("null ring address")
+        pointer = ffi.cast("struct convai_ring *", address)
+        lib.convai_ring_ref(pointer)
+        return cls(pointer)
+
+    @property
+    def address(self) -> int:
+        return int(ffi.cast("uintptr_t", self._ring))
+
+    @property
+    def capacity(self) -> int:
+        return lib.convai_ring_capacity(self._ring)
+
+    @property
+    def used(self) -> int:
+        return lib.convai_ring_used(self._ring)
+
+    def push(self, data: bytes) -> bool:
+        """Producer: append all of ``data`` or nothing; False when full."""
+        return lib.convai_ring_push(self._ring, data, len(data)) == 0
+
+    def push_overwrite(self, data: bytes, unit: int = 1) -> int:
+        """Producer: append ``data``, dropping the oldest bytes; returns bytes dropped."""
+        return lib.convai_ring_push_overwrite(self._ring, data, len(data), unit)
+
+    def pop(self, max_bytes: int = 65536) -> bytes:
+        """Consumer: take up to ``max_bytes`` (b"" when empty)."""
+        if max_bytes > len(self._scratch):
+            self._scratch = ffi.new("unsigned char[]", max_bytes)
+        count = lib.convai_ring_pop(self._ring, self._scratch, max_bytes)
+        return ffi.buffer(self._scratch, count)[:]
+
+    def pop_exact(self, size: int) -> bytes | None:
+        """Consumer: take exactly ``size`` bytes, or None if fewer are queued."""
+        if size > len(self._scratch):
+            self._scratch = ffi.new("unsigned char[]", size)
+        if lib.convai_ring_pop_exact(self._ring, self._scratch, size):
+            return None
+        return ffi.buffer(self._scratch, size)[:]
+
+    def discard(self) -> int:
+        """Producer: drop everything queued now (barge-in); returns bytes dropped."""
+        return lib.convai_ring_discard(self._ring)
+
+    @property
+    def counters(self) -> dict[str, int]:
+        return {
+            "pushed": lib.convai_ring_pushed(self._ring),
+            "popped": lib.convai_ring_popped(self._ring),
+            "overflowed": lib.convai_ring_overflowed(self._ring),
+            "discarded": lib.convai_ring_discarded(self._ring),
+        }

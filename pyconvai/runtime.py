@@ -1,0 +1,179 @@
+"""What the Asterisk module calls (csrc/embed.c), and the threads behind it.
+
+Threads, once per Asterisk process:
+
+- ``pyconvai-asyncio``: one event loop for every call's WebSocket, signed-URL
+  request and caller-audio pump.
+- ``pyconvai-playback``: the playback timing thread; every 20 ms, on absolute
+  deadlines, it keeps each call's downlink ring a few frames ahead.
+
+The module's threads (load, CLI, PBX channel threads) call the functions at the
+bottom of this file with the GIL taken by embed.c and no channel lock held;
+each returns quickly and never waits on the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import sys
+import threading
+import time
+
+try:  # Provided by the module that embeds us; absent under plain pytest.
+    import _convai_host
+except ImportError:  # pragma: no cover - exercised only outside Asterisk
+    _convai_host = None
+
+log = logging.getLogger("pyconvai")
+
+FRAME_SECONDS = 0.020
+
+
+class HostLogHandler(logging.Handler):
+    """Send pyconvai's log records to Asterisk's logger."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if _convai_host is None:
+            return
+        if record.levelno >= logging.ERROR:
+            level = _convai_host.ERROR
+        elif record.levelno >= logging.WARNING:
+            level = _convai_host.WARNING
+        elif record.levelno >= logging.INFO:
+            level = _convai_host.VERBOSE
+        else:
+            level = _convai_host.DEBUG
+        try:
+            _convai_host.log(level, self.format(record))
+        except Exception:  # noqa: BLE001 - logging must never raise into callers
+            self.handleError(record)
+
+
+class Runtime:
+    """The event loop thread, the playback thread and the live calls."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.calls: dict[int, object] = {}
+        self.calls_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._loop_thread = threading.Thread(target=self._run_loop, name="pyconvai-asyncio", daemon=True)
+        self._playback_thread = threading.Thread(target=self._run_playback, name="pyconvai-playback", daemon=True)
+        self.started_at = time.monotonic()
+
+    def start(self) -> None:
+        self._loop_thread.start()
+        self._playback_thread.start()
+
+    def stop(self, timeout: float) -> bool:
+        """End every call, stop both threads; True if they stopped in time."""
+        deadline = time.monotonic() + timeout
+        self._stopping.set()
+        with self.calls_lock:
+            calls = list(self.calls.values())
+        for call in calls:
+            call.hangup("Asterisk is shutting down")
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        for thread in (self._loop_thread, self._playback_thread):
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not (self._loop_thread.is_alive() or self._playback_thread.is_alive())
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+        finally:
+            log.debug("pyconvai: event loop stopped")
+
+    def _run_playback(self) -> None:
+        """Top up every call's downlink on absolute 20 ms deadlines (no drift)."""
+        next_tick = time.monotonic()
+        while not self._stopping.is_set():
+            with self.calls_lock:
+                calls = list(self.calls.values())
+            for call in calls:
+                try:
+                    call.playback_tick()
+                except Exception:  # noqa: BLE001 - one call must not stop the others
+                    log.exception("pyconvai: playback of %s failed", getattr(call, "channel", "?"))
+            next_tick += FRAME_SECONDS
+            delay = next_tick - time.monotonic()
+            if delay > 0:
+                self._stopping.wait(delay)
+            elif delay < -0.2:
+                next_tick = time.monotonic()  # stalled (GIL, suspend): resynchronise
+
+    @property
+    def threads_alive(self) -> dict[str, bool]:
+        return {t.name: t.is_alive() for t in (self._loop_thread, self._playback_thread)}
+
+
+_runtime: Runtime | None = None
+
+
+def _module_status(name: str) -> str:
+    try:
+        module = importlib.import_module(name)
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        return f"FAILED ({type(exc).__name__}: {exc})"
+    version = getattr(module, "__version__", None) or getattr(module, "OPENSSL_VERSION", None) or ""
+    return f"ok {version}".rstrip()
+
+
+# Entry points called by csrc/embed.c (GIL held, no channel lock).
+
+
+def start() -> None:
+    """Start the threads and route logging to Asterisk. Called once at load."""
+    global _runtime
+    if _runtime is not None:
+        return
+    root = logging.getLogger("pyconvai")
+    if _convai_host is not None and not any(isinstance(h, HostLogHandler) for h in root.handlers):
+        handler = HostLogHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(handler)
+        root.propagate = False
+    root.setLevel(logging.INFO)
+    threading.excepthook = _log_thread_exception
+    _runtime = Runtime()
+    _runtime.start()
+
+
+def stop(timeout: float) -> bool:
+    """Stop calls and threads within ``timeout`` seconds. Called at shutdown."""
+    return _runtime.stop(timeout) if _runtime is not None else True
+
+
+def set_debug(on: bool) -> None:
+    logging.getLogger("pyconvai").setLevel(logging.DEBUG if on else logging.INFO)
+
+
+def describe() -> str:
+    """Text for "elevenlabs show runtime"."""
+    lines = [
+        f"Python:          {sys.version.split()[0]} ({sys.implementation.name})",
+        f"Prefix:          {sys.prefix}",
+        f"Base prefix:     {sys.base_prefix}",
+        f"Virtual env:     {'yes' if sys.prefix != sys.base_prefix else 'no'}",
+    ]
+    for name in ("ssl", "asyncio", "websockets", "httpx", "orjson", "pyconvai._ring"):
+        lines.append(f"{('Module ' + name + ':'):<17}{_module_status(name)}")
+    if _runtime is not None:
+        for name, alive in _runtime.threads_alive.items():
+            lines.append(f"{('Thread ' + name + ':'):<17}{'running' if alive else 'STOPPED'}")
+        with _runtime.calls_lock:
+            lines.append(f"Live calls:      {len(_runtime.calls)}")
+    return "\n".join(lines) + "\n"
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    log.error(
+        "pyconvai: uncaught %s in thread %s: %s",
+        args.exc_type.__name__,
+        args.thread.name if args.thread else "?",
+        args.exc_value,
+    )

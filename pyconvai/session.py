@@ -1,0 +1,625 @@
+"""One ConvAI conversation: connect, stream caller audio, queue agent audio, end cleanly.
+
+Threads: a :class:`Session` lives on the asyncio thread. :meth:`Session.run`,
+:meth:`Session.feed_caller_audio` and the listener run there;
+:meth:`Session.hangup` may be called from any thread; ``session.playback`` is
+a thread-safe :class:`~pyconvai.playback.PlaybackQueue` drained by the
+playback timing thread.
+
+Contract of :meth:`Session.run`: it never raises for network or server
+conditions and never hangs. Connecting is bounded by
+``max_connection_attempts × connection_timeout_seconds`` plus backoff, the wait
+for ``conversation_initiation_metadata`` by ``connection_timeout_seconds``, a
+dead socket by the WebSocket keepalive (~40 s) and closing by
+``client.CLOSE_TIMEOUT``. It returns a :class:`SessionEnded`:
+
+* ``AGENT_ENDED``: the server closed with 1000 (end_call, max duration...).
+  Queued agent audio stays in ``playback`` (its last partial frame padded by
+  ``finish()``) for the runtime to play out.
+* ``CALLER_HANGUP``: :meth:`hangup` was called; the socket was closed with 1000.
+* ``CONFIG_ERROR``: close 1008 (bad override, unknown agent, missing dynamic
+  variable...) or an unusable audio format. Do not retry.
+* ``FAILED``: signed URL or connect failure, close 1002/1011/other, or the
+  connection dropped.
+
+Logging: ``pyconvai.session``. Lifecycle at INFO, failures at WARNING/ERROR,
+nothing per frame above DEBUG. Per-event detail (VAD scores, interruptions,
+tools, ignored messages) is logged at DEBUG only when ``settings.debug``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import ssl
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Mapping
+
+from . import client
+from .client import ConnectFailed, Connection, ConnectionEnded
+from .playback import PlaybackQueue
+from .protocol import (
+    AgentAudio,
+    AgentResponse,
+    AgentResponseCorrection,
+    AgentToolRequest,
+    AgentToolResponse,
+    AudioFormat,
+    ClientToolCall,
+    ConvaiProtocol,
+    Interruption,
+    Metadata,
+    Ping,
+    ProtocolError,
+    ServerError,
+    TentativeUserTranscript,
+    Unknown,
+    UserTranscript,
+    VadScore,
+)
+
+__all__ = [
+    "DEFAULT_SIGNED_URL_ENDPOINT",
+    "AgentCorrection",
+    "ConversationStarted",
+    "EndStatus",
+    "FormatsNegotiated",
+    "InterruptionHappened",
+    "Session",
+    "SessionCounters",
+    "SessionEnded",
+    "SessionSettings",
+    "SessionState",
+    "ToolCall",
+    "Transcript",
+    "VadScore",
+]
+
+log = logging.getLogger("pyconvai.session")
+
+DEFAULT_SIGNED_URL_ENDPOINT = "https://api.elevenlabs.io/v1/convai/conversation/get-signed-url"
+EARLY_CALLER_MS = 300  # caller audio kept while waiting for the metadata
+_EARLY_CALLER_CAP = AudioFormat("pcm", 48000).frame_bytes(EARLY_CALLER_MS)  # widest format
+_MAX_AUDIO_BACKLOG_MS = 2000  # caller audio waiting for a slow socket before dropping
+_PROTOCOL_WARNINGS = 10  # protocol errors logged at WARNING, the rest at DEBUG
+_END_LOG_LEVEL = {"FAILED": logging.WARNING, "CONFIG_ERROR": logging.ERROR}
+_UNSUPPORTED_TOOL = "Client tool {!r} is not supported by app_elevenlabs_convai"
+
+
+class SessionState(enum.Enum):
+    CONNECTING = "connecting"  # until conversation_initiation_metadata
+    ACTIVE = "active"
+    CLOSING = "closing"
+    ENDED = "ended"
+
+
+class EndStatus(enum.StrEnum):
+    AGENT_ENDED = "AGENT_ENDED"
+    CALLER_HANGUP = "CALLER_HANGUP"
+    FAILED = "FAILED"
+    CONFIG_ERROR = "CONFIG_ERROR"
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """Per-call settings; validated on construction (ValueError)."""
+
+    agent_name: str
+    agent_id: str
+    api_key: str | None = field(default=None, repr=False)
+    signed_url_endpoint: str = DEFAULT_SIGNED_URL_ENDPOINT
+    buffer_ms: int = 240
+    max_connection_attempts: int = 3
+    connection_timeout_seconds: float = 10.0
+    dynamic_variables: Mapping[str, Any] = field(default_factory=dict)
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # conversation_config_override
+    user_id: str | None = None
+    ssl_context: ssl.SSLContext | None = None
+    debug: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.agent_id:
+            raise ValueError("agent_id is required")
+        if not 20 <= self.buffer_ms <= 1000:
+            raise ValueError(f"buffer_ms must be 20..1000, got {self.buffer_ms}")
+        if self.max_connection_attempts < 1:
+            raise ValueError("max_connection_attempts must be at least 1")
+        if not self.connection_timeout_seconds > 0:
+            raise ValueError("connection_timeout_seconds must be positive")
+        if not self.signed_url_endpoint.startswith(("https://", "http://")):
+            raise ValueError("signed_url_endpoint must be an http(s) URL")
+        ctx = self.ssl_context
+        if ctx is not None and (ctx.verify_mode != ssl.CERT_REQUIRED or not ctx.check_hostname):
+            raise ValueError("ssl_context must verify certificates and host names")
+
+
+# --- listener events (asyncio thread) --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FormatsNegotiated:
+    """The agent's formats; ``session.playback`` is already configured for output_format."""
+
+    input_format: AudioFormat
+    output_format: AudioFormat
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationStarted:
+    conversation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    role: Literal["user", "agent"]
+    text: str
+    final: bool
+    event_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentCorrection:
+    """What the agent actually said before it was interrupted."""
+
+    original: str
+    corrected: str
+    event_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class InterruptionHappened:
+    event_id: int | None
+    dropped_frames: int
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A client tool call (answered with an error) or an agent tool result (``end_call``...)."""
+
+    name: str
+    tool_call_id: str
+    source: Literal["client", "agent"]
+    parameters: Mapping[str, Any]
+    is_error: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEnded:
+    status: EndStatus
+    reason: str
+    conversation_id: str | None
+    close_code: int | None = None
+    close_reason: str | None = None
+
+
+@dataclass
+class SessionCounters:
+    """Per-call statistics, updated on the asyncio thread."""
+
+    audio_chunks_in: int = 0
+    audio_bytes_in: int = 0
+    caller_bytes_out: int = 0
+    caller_bytes_dropped: int = 0
+    user_chunks_sent: int = 0
+    pings: int = 0
+    last_ping_ms: int | None = None
+    interruptions: int = 0
+    stale_chunks_dropped: int = 0
+    protocol_errors: int = 0
+    server_errors: int = 0
+    connect_seconds: float | None = None
+    first_audio_seconds: float | None = None
+
+
+class _Log(logging.LoggerAdapter):
+    """Prefixes every line with the agent name and, once known, the conversation id."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        session: Session = self.extra["session"]  # type: ignore[index]
+        who = session.settings.agent_name or session.settings.agent_id
+        if session.conversation_id:
+            who = f"{who} {session.conversation_id}"
+        return f"[{who}] {msg}", kwargs
+
+
+class Session:
+    """One conversation with an ElevenLabs agent. See the module docstring for the contract."""
+
+    def __init__(
+        self, settings: SessionSettings, listener: Callable[[object], None] | None = None
+    ) -> None:
+        self.settings = settings
+        self.playback = PlaybackQueue()
+        self.counters = SessionCounters()
+        self.conversation_id: str | None = None
+        self.input_format: AudioFormat | None = None
+        self.output_format: AudioFormat | None = None
+        self.end_call_requested = False
+        self._listener = listener
+        self._log = _Log(log, {"session": self})
+        self._protocol = ConvaiProtocol()
+        self._state = SessionState.CONNECTING
+        self._handoff = threading.Lock()  # orders hangup() against run() picking its loop
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._hangup_reason: str | None = None
+        self._run_called = False
+        self._started = 0.0
+        self._conn: Connection | None = None
+        self._connect_task: asyncio.Task[Connection] | None = None
+        self._close_task: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._control_out: deque[str] = deque()
+        self._audio_out: deque[str] = deque()
+        self._max_audio_backlog = max(4, _MAX_AUDIO_BACKLOG_MS // settings.buffer_ms)
+        self._early_caller = bytearray()
+        self._caller_buf = bytearray()
+        self._chunk_bytes = 0
+        self._server_error: ServerError | None = None
+
+    @property
+    def state(self) -> SessionState:
+        return self._state
+
+    # --- API ----------------------------------------------------------------------
+
+    async def run(self) -> SessionEnded:
+        """Hold the whole conversation; return how it ended. Call once."""
+        if self._run_called:
+            raise RuntimeError("Session.run() may only be called once")
+        self._run_called = True
+        self._started = time.monotonic()
+        with self._handoff:
+            self._loop = asyncio.get_running_loop()
+        ended = self._ending(EndStatus.FAILED, "session cancelled")
+        try:
+            ended = await self._converse()
+        except Exception as exc:  # a bug here must still end the call cleanly
+            self._log.exception("session failed")
+            ended = self._ending(EndStatus.FAILED, f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            await self._teardown()
+            self._state = SessionState.ENDED
+            self._log.log(
+                _END_LOG_LEVEL.get(ended.status, logging.INFO),
+                "conversation ended: %s (%s)",
+                ended.status,
+                ended.reason,
+            )
+            self._emit(ended)
+        return ended
+
+    def hangup(self, reason: str = "caller hangup") -> None:
+        """End the conversation: close the socket with 1000. Any thread; idempotent."""
+        with self._handoff:
+            loop = self._loop
+            if loop is None:  # run() not started yet: it will return at once
+                self._hangup_reason = self._hangup_reason or reason
+                return
+        try:
+            loop.call_soon_threadsafe(self._on_hangup, reason)
+        except RuntimeError:  # loop closed: the session is long over
+            pass
+
+    def feed_caller_audio(self, data: bytes) -> None:
+        """Queue caller audio (already in the agent's input format). Asyncio thread only.
+
+        Sent in chunks of ``buffer_ms``. Before the metadata at most the last
+        ~300 ms is kept; after the session stops being active audio is ignored.
+        """
+        if self._state is SessionState.CONNECTING:
+            early = self._early_caller
+            early += data
+            excess = len(early) - _EARLY_CALLER_CAP
+            if excess > 0:
+                del early[:excess]
+                self.counters.caller_bytes_dropped += excess
+        elif self._state is SessionState.ACTIVE:
+            self._caller_buf += data
+            self._send_caller_chunks()
+
+    # --- conversation -------------------------------------------------------------
+
+    async def _converse(self) -> SessionEnded:
+        if self._hangup_reason is not None:
+            return self._ending(EndStatus.CALLER_HANGUP, self._hangup_reason)
+        s = self.settings
+        self._log.info(
+            "connecting to agent %s (%s URL)", s.agent_id, "signed" if s.api_key else "public"
+        )
+        self._connect_task = asyncio.ensure_future(
+            client.open_connection(
+                agent_id=s.agent_id,
+                api_key=s.api_key,
+                signed_url_endpoint=s.signed_url_endpoint,
+                timeout=s.connection_timeout_seconds,
+                attempts=s.max_connection_attempts,
+                ssl_context=s.ssl_context,
+            )
+        )
+        await asyncio.wait({self._connect_task})
+        if self._connect_task.cancelled():  # only _on_hangup cancels it
+            return self._ending(EndStatus.CALLER_HANGUP, self._hangup_reason or "caller hangup")
+        exc = self._connect_task.exception()
+        if isinstance(exc, ConnectFailed):
+            return self._ending(EndStatus.FAILED, exc.reason)
+        if exc is not None:
+            raise exc
+        self._conn = self._connect_task.result()
+        self.counters.connect_seconds = time.monotonic() - self._started
+        self._log.debug("websocket open after %.3f s", self.counters.connect_seconds)
+        if self._hangup_reason is not None:
+            self._begin_close(self._hangup_reason)
+        else:
+            self._protocol.init_data(
+                dynamic_variables=s.dynamic_variables, overrides=s.overrides, user_id=s.user_id
+            )
+            self._queue_control()
+            self._writer = asyncio.ensure_future(self._write_loop(self._conn))
+        return await self._receive_loop(self._conn)
+
+    async def _receive_loop(self, conn: Connection) -> SessionEnded:
+        timeout = self.settings.connection_timeout_seconds
+        metadata_deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            try:
+                if self._state is SessionState.CONNECTING:
+                    async with asyncio.timeout_at(metadata_deadline):
+                        frame = await conn.recv()
+                else:
+                    frame = await conn.recv()
+            except TimeoutError:
+                return self._ending(
+                    EndStatus.FAILED, f"no conversation_initiation_metadata within {timeout:g} s"
+                )
+            except ConnectionEnded as closed:
+                return self._closed(closed)
+            if isinstance(frame, str):
+                self._protocol.receive_text(frame)
+            else:
+                self._protocol.receive_bytes(frame)
+            self._queue_control()
+            for event in self._protocol.events_received():
+                ended = self._handle(event)
+                if ended is not None:
+                    return ended
+
+    def _handle(self, event: object) -> SessionEnded | None:
+        """Apply one protocol event; a SessionEnded means: stop now."""
+        match event:
+            case AgentAudio(audio=audio, event_id=event_id):
+                self._on_agent_audio(audio, event_id)
+            case Ping(ping_ms=ping_ms):
+                self.counters.pings += 1
+                if ping_ms is not None:
+                    self.counters.last_ping_ms = ping_ms
+            case Metadata():
+                self._on_metadata(event)
+            case VadScore(score=score):
+                self._detail("vad score %.2f", score)
+                self._emit(event)
+            case Interruption(event_id=event_id):
+                dropped = self.playback.interrupt(event_id)
+                self.counters.interruptions += 1
+                self._detail("interruption event_id=%s: dropped %d frames", event_id, dropped)
+                self._emit(InterruptionHappened(event_id, dropped))
+            case AgentResponse(text=text, event_id=event_id):
+                self._emit(Transcript("agent", text, True, event_id))
+            case AgentResponseCorrection(original=original, corrected=corrected, event_id=eid):
+                self._emit(AgentCorrection(original, corrected, eid))
+            case UserTranscript(text=text, event_id=event_id):
+                self._emit(Transcript("user", text, True, event_id))
+            case TentativeUserTranscript(text=text, event_id=event_id):
+                self._emit(Transcript("user", text, False, event_id))
+            case ClientToolCall():
+                self._on_client_tool_call(event)
+            case AgentToolRequest(tool_name=name, tool_type=tool_type):
+                self._detail("agent tool request %s (%s)", name, tool_type)
+            case AgentToolResponse():
+                self._on_agent_tool_response(event)
+            case ServerError(code=code, error_type=error_type, message=message):
+                self._server_error = event
+                self.counters.server_errors += 1
+                self._log.warning("server error %s (code %s): %s", error_type, code, message)
+            case Unknown(type=kind):
+                self._detail("ignoring message type %s", kind)
+            case ProtocolError():
+                return self._on_protocol_error(event)
+        return None
+
+    def _on_metadata(self, meta: Metadata) -> None:
+        self.conversation_id = meta.conversation_id
+        self.input_format = meta.input_format
+        self.output_format = meta.output_format
+        self.playback.configure(meta.output_format)
+        self._chunk_bytes = meta.input_format.frame_bytes(self.settings.buffer_ms)
+        if self._state is SessionState.CONNECTING:
+            self._state = SessionState.ACTIVE
+        self._log.info(
+            "conversation started: input %s, output %s, connect %.2f s",
+            meta.input_format,
+            meta.output_format,
+            self.counters.connect_seconds or 0.0,
+        )
+        self._emit(FormatsNegotiated(meta.input_format, meta.output_format))
+        self._emit(ConversationStarted(meta.conversation_id))
+        early = self._early_caller
+        keep = meta.input_format.frame_bytes(EARLY_CALLER_MS)
+        if len(early) > keep:
+            self.counters.caller_bytes_dropped += len(early) - keep
+            del early[: len(early) - keep]
+        self._early_caller = bytearray()
+        self.feed_caller_audio(bytes(early))
+
+    def _on_agent_audio(self, audio: bytes, event_id: int | None) -> None:
+        self.counters.audio_chunks_in += 1
+        self.counters.audio_bytes_in += len(audio)
+        if self.counters.first_audio_seconds is None:
+            self.counters.first_audio_seconds = time.monotonic() - self._started
+        if not self.playback.add(audio, event_id):
+            self.counters.stale_chunks_dropped += 1
+            self._detail("dropped stale audio event_id=%s (%d bytes)", event_id, len(audio))
+
+    def _on_client_tool_call(self, call: ClientToolCall) -> None:
+        self._protocol.client_tool_result(
+            call.tool_call_id, _UNSUPPORTED_TOOL.format(call.tool_name), True
+        )
+        self._queue_control()
+        self._log.info("refused client tool call %s", call.tool_name)
+        self._emit(ToolCall(call.tool_name, call.tool_call_id, "client", call.parameters, True))
+
+    def _on_agent_tool_response(self, response: AgentToolResponse) -> None:
+        if response.is_end_call:
+            self.end_call_requested = True
+            self._log.info("agent is ending the call (end_call)")
+        else:
+            self._detail("agent tool %s done (error=%s)", response.tool_name, response.is_error)
+        self._emit(
+            ToolCall(response.tool_name, response.tool_call_id, "agent", {}, response.is_error)
+        )
+
+    def _on_protocol_error(self, error: ProtocolError) -> SessionEnded | None:
+        self.counters.protocol_errors = self._protocol.errors
+        level = logging.WARNING if self._protocol.errors <= _PROTOCOL_WARNINGS else logging.DEBUG
+        self._log.log(level, "protocol error: %s (%r)", error.description, error.raw[:80])
+        if (
+            self._state is SessionState.CONNECTING
+            and error.message_type == "conversation_initiation_metadata"
+        ):
+            return self._ending(EndStatus.CONFIG_ERROR, f"unusable metadata: {error.description}")
+        return None
+
+    def _closed(self, closed: ConnectionEnded) -> SessionEnded:
+        """Map the socket's close to how the conversation ended."""
+        code, why = closed.code, closed.reason
+        self._log.debug("websocket closed: code %s reason %r", code, why)
+        if self._hangup_reason is not None:
+            return self._ending(EndStatus.CALLER_HANGUP, self._hangup_reason, code, why)
+        err = self._server_error
+        detail = why or (f"{err.error_type}: {err.message}" if err else "") or "no reason given"
+        if err is not None and err.error_type and err.error_type not in detail:
+            detail = f"{err.error_type}: {detail}"
+        if code == 1000:
+            self.playback.finish()
+            if self.end_call_requested:
+                reason = "agent ended the call"
+            else:
+                reason = f"server closed the conversation: {detail}"
+            return self._ending(EndStatus.AGENT_ENDED, reason, code, why)
+        if code == 1008:
+            reason = f"websocket closed 1008: {detail}"
+            return self._ending(EndStatus.CONFIG_ERROR, reason, code, why)
+        if code is None:
+            when = "mid-call" if self.conversation_id is not None else "before metadata"
+            return self._ending(EndStatus.FAILED, f"connection lost {when}", code, why)
+        return self._ending(EndStatus.FAILED, f"websocket closed {code}: {detail}", code, why)
+
+    # --- sending ------------------------------------------------------------------
+
+    def _queue_control(self) -> None:
+        """Move protocol output (init, pongs, tool results) to the priority lane."""
+        messages = self._protocol.messages_to_send()
+        if messages:
+            self._control_out.extend(messages)
+            self._wake.set()
+
+    def _send_caller_chunks(self) -> None:
+        buf, size = self._caller_buf, self._chunk_bytes
+        while len(buf) >= size:
+            self._protocol.user_audio(bytes(buf[:size]))
+            del buf[:size]
+            self.counters.user_chunks_sent += 1
+            self.counters.caller_bytes_out += size
+        messages = self._protocol.messages_to_send()
+        if not messages:
+            return
+        self._audio_out.extend(messages)
+        while len(self._audio_out) > self._max_audio_backlog:  # socket stalled: shed oldest
+            self._audio_out.popleft()
+            self.counters.caller_bytes_dropped += size
+        self._wake.set()
+
+    async def _write_loop(self, conn: Connection) -> None:
+        """Single writer: control messages first, caller audio only while ACTIVE."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._control_out or self._audio_out:
+                if self._control_out:
+                    message = self._control_out.popleft()
+                elif self._state is SessionState.ACTIVE:
+                    message = self._audio_out.popleft()
+                else:
+                    self._audio_out.clear()
+                    break
+                try:
+                    await conn.send(message)
+                except ConnectionEnded:
+                    return
+
+    # --- ending -------------------------------------------------------------------
+
+    def _on_hangup(self, reason: str) -> None:
+        """Asyncio thread: the hangup() request arrives here."""
+        if self._state is SessionState.ENDED or self._hangup_reason is not None:
+            return
+        self._hangup_reason = reason
+        self._log.info("hangup requested: %s", reason)
+        if self._conn is not None:
+            self._begin_close(reason)
+        elif self._connect_task is not None:
+            self._connect_task.cancel()
+
+    def _begin_close(self, reason: str) -> None:
+        assert self._conn is not None
+        self._state = SessionState.CLOSING
+        self._audio_out.clear()
+        self._close_task = asyncio.ensure_future(self._conn.close(1000, reason))
+
+    async def _teardown(self) -> None:
+        """Stop the writer and close the socket; every wait bounded."""
+        self._state = SessionState.CLOSING
+        bound = client.CLOSE_TIMEOUT + 1.0
+        pending = [t for t in (self._connect_task, self._writer) if t is not None and not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=bound)
+        conn = self._conn
+        task = self._connect_task
+        if conn is None and task is not None and task.done() and not task.cancelled():
+            conn = task.result() if task.exception() is None else None
+        if self._close_task is not None:
+            await asyncio.wait({self._close_task}, timeout=bound)
+        if conn is not None:
+            try:
+                await asyncio.wait_for(conn.close(1000, "conversation ended"), bound)
+            except (TimeoutError, OSError) as exc:
+                self._log.debug("close failed: %r", exc)
+
+    # --- helpers ------------------------------------------------------------------
+
+    def _ending(
+        self,
+        status: EndStatus,
+        reason: str,
+        close_code: int | None = None,
+        close_reason: str | None = None,
+    ) -> SessionEnded:
+        return SessionEnded(status, reason, self.conversation_id, close_code, close_reason)
+
+    def _emit(self, event: object) -> None:
+        if self._listener is None:
+            return
+        try:
+            self._listener(event)
+        except Exception:
+            self._log.exception("listener failed on %s", type(event).__name__)
+
+    def _detail(self, msg: str, *args: object) -> None:
+        if self.settings.debug:
+            self._log.debug(msg, *args)

@@ -1,0 +1,61 @@
+"""URL helpers of pyconvai.client (no network)."""
+
+import pytest
+
+from pyconvai.client import public_url, redact_url
+
+
+def test_redact_signed_url_hides_signature_only():
+    url = (
+        "wss://api.elevenlabs.io/v1/convai/conversation?agent_id=agent_123"
+        "&conversation_signature=SECRET123&source=x"
+    )
+    out = redact_url(url)
+    assert "SECRET123" not in out
+    assert out == (
+        "wss://api.elevenlabs.io/v1/convai/conversation?agent_id=agent_123"
+        "&conversation_signature=***&source=x"
+    )
+
+
+@pytest.mark.parametrize("key", ["token", "xi-api-key", "xi_api_key", "api_key", "Token"])
+def test_redact_other_secret_keys(key):
+    out = redact_url(f"ws://h/p?{key}=sk-live-abc&agent_id=a")
+    assert "sk-live-abc" not in out and out.endswith("=***&agent_id=a")
+
+
+def test_redact_password_in_netloc():
+    out = redact_url("https://user:hunter2@example.com/x?agent_id=a")
+    assert "hunter2" not in out and out.startswith("https://user:***@example.com/x")
+
+
+def test_redact_leaves_plain_urls_alone():
+    url = "http://127.0.0.1:8080/v1/convai/conversation/get-signed-url?agent_id=a"
+    assert redact_url(url) == url
+
+
+@pytest.mark.parametrize(
+    "endpoint, expected",
+    [
+        (
+            "https://api.elevenlabs.io/v1/convai/conversation/get-signed-url",
+            "wss://api.elevenlabs.io/v1/convai/conversation?agent_id=agent_1",
+        ),
+        (
+            "http://127.0.0.1:9000/v1/convai/conversation/get-signed-url",
+            "ws://127.0.0.1:9000/v1/convai/conversation?agent_id=agent_1",
+        ),
+        (
+            "https://api.eu.residency.elevenlabs.io/v1/convai/conversation/get_signed_url",
+            "wss://api.eu.residency.elevenlabs.io/v1/convai/conversation?agent_id=agent_1",
+        ),
+    ],
+)
+def test_public_url(endpoint, expected):
+    assert public_url(endpoint, "agent_1") == expected
+
+
+def test_public_url_quotes_agent_id_and_rejects_bad_endpoint():
+    assert public_url("https://h/x", "a b&c").endswith("agent_id=a+b%26c")
+    with pytest.raises(ValueError):
+        public_url("ftp://h/x", "a")
