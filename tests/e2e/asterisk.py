@@ -1,0 +1,300 @@
+"""A real, sandboxed Asterisk for end-to-end tests.
+
+Each ``Asterisk`` gets its own configuration, run, log and spool directories
+(asterisk.conf [directories]) and shares only the installed binaries, modules
+and data. It runs either inside the Debian sid test bed (``chroot ROOT``) or,
+when the machine has Asterisk installed, directly (ROOT = "/").
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MODULES = [
+    "res_timing_timerfd.so",
+    "pbx_config.so",
+    "res_clioriginate.so",
+    "bridge_simple.so",
+    "codec_ulaw.so",
+    "codec_alaw.so",
+    "codec_resample.so",
+    "codec_g722.so",
+    "format_wav.so",
+    "format_pcm.so",
+    "format_sln.so",
+    "app_playback.so",
+    "app_record.so",
+    "app_mixmonitor.so",
+    "app_dial.so",
+    "app_echo.so",
+    "app_userevent.so",
+    "app_verbose.so",
+    "app_stack.so",
+    "func_callerid.so",
+    "func_channel.so",
+    "func_strings.so",
+    "func_logic.so",
+    "app_elevenlabs_convai.so",
+]
+
+_sandbox_ids = itertools.count(1)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Asterisk:
+    """One sandboxed Asterisk process."""
+
+    def __init__(self, root: str | os.PathLike, moddir: str, *, modules: list[str] | None = None) -> None:
+        self.root = Path(root)
+        self.moddir = moddir
+        self.modules = list(modules if modules is not None else MODULES)
+        self.sandbox = f"/tmp/convai-e2e-{os.getpid()}-{next(_sandbox_ids)}-{uuid.uuid4().hex[:6]}"
+        self.ami_port = free_port()
+        self.process: subprocess.Popen | None = None
+        self.returncode: int | None = None
+        for sub in ("etc", "lib", "spool", "run", "log", "cache", "rec", "sounds"):
+            self.host_path(f"{self.sandbox}/{sub}").mkdir(parents=True, exist_ok=True)
+        self._write_base_config()
+
+    # Paths: "inside" is what Asterisk sees; host_path() is where the test reads it.
+
+    def host_path(self, inside: str) -> Path:
+        return self.root / inside.lstrip("/")
+
+    def path(self, sub: str) -> str:
+        return f"{self.sandbox}/{sub}"
+
+    @property
+    def _prefix(self) -> list[str]:
+        return [] if self.root == Path("/") else ["chroot", str(self.root)]
+
+    def write_config(self, name: str, text: str) -> None:
+        self.host_path(self.path(f"etc/{name}")).write_text(text)
+
+    def _write_base_config(self) -> None:
+        s = self.sandbox
+        self.write_config(
+            "asterisk.conf",
+            f"""[directories]
+astetcdir => {s}/etc
+astmoddir => {self.moddir}
+astvarlibdir => {s}/lib
+astdbdir => {s}/lib
+astkeydir => {s}/lib
+astdatadir => /usr/share/asterisk
+astagidir => /usr/share/asterisk/agi-bin
+astspooldir => {s}/spool
+astrundir => {s}/run
+astlogdir => {s}/log
+astcachedir => {s}/cache
+astsbindir => /usr/sbin
+[options]
+verbose = 3
+transmit_silence = no
+""",
+        )
+        self.write_config("logger.conf", "[logfiles]\nfull => notice,warning,error,verbose,debug\n")
+        self.write_config(
+            "manager.conf",
+            f"""[general]
+enabled = yes
+port = {self.ami_port}
+bindaddr = 127.0.0.1
+[test]
+secret = test
+read = all
+write = all
+""",
+        )
+        self.write_config("extensions.conf", "[default]\n")
+        self.write_module_list()
+
+    def write_module_list(self) -> None:
+        lines = ["[modules]", "autoload = no"] + [f"load => {m}" for m in self.modules]
+        self.write_config("modules.conf", "\n".join(lines) + "\n")
+
+    # Process control
+
+    def start(self, timeout: float = 30.0) -> None:
+        out = open(self.host_path(self.path("log/stdout")), "wb")
+        self.process = subprocess.Popen(
+            self._prefix + ["asterisk", "-f", "-n", "-C", self.path("etc/asterisk.conf")],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        out.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"asterisk exited at start ({self.process.returncode}):\n{self.stdout_text()[-3000:]}")
+            result = self._rx("core waitfullybooted", timeout=5, check=False)
+            if result.returncode == 0 and "fully booted" in result.stdout:
+                return
+            time.sleep(0.2)
+        raise TimeoutError("asterisk did not finish booting")
+
+    def _rx(self, command: str, timeout: float, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            self._prefix + ["asterisk", "-C", self.path("etc/asterisk.conf"), "-rx", command],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(f"asterisk -rx {command!r} failed: {result.stderr or result.stdout}")
+        return result
+
+    def cli(self, command: str, timeout: float = 15.0) -> str:
+        """Run a CLI command through the remote console; returns its output."""
+        return self._rx(command, timeout).stdout
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """``core stop now``; the process group is killed only as a last resort."""
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            try:
+                self._rx("core stop now", timeout=5, check=False)
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+                self.returncode = -9
+                return self.returncode
+        self.returncode = self.process.returncode
+        return self.returncode
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.host_path(self.sandbox), ignore_errors=True)
+
+    # What happened
+
+    def stdout_text(self) -> str:
+        return self.host_path(self.path("log/stdout")).read_text(errors="replace")
+
+    def log_text(self) -> str:
+        path = self.host_path(self.path("log/full"))
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def wait_for_log(self, needle: str, timeout: float = 10.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log_text()
+            if needle in text:
+                return text
+            time.sleep(0.1)
+        raise AssertionError(f"{needle!r} not in the Asterisk log within {timeout} s")
+
+    def recording(self, name: str) -> Path:
+        return self.host_path(self.path(f"rec/{name}"))
+
+    def originate(self, agent_exten: str, caller_exten: str, context: str = "e2e") -> None:
+        """Local/agent@context/n runs the app side; its ;1 half runs caller_exten."""
+        self.cli(f"channel originate Local/{agent_exten}@{context}/n extension {caller_exten}@{context}")
+
+    def channel_count(self) -> int:
+        for line in self.cli("core show channels count").splitlines():
+            if "active channel" in line:
+                return int(line.split()[0])
+        raise AssertionError("no channel count in 'core show channels count'")
+
+    def ami(self) -> "AmiClient":
+        return AmiClient(self.ami_port)
+
+
+@dataclass
+class AmiClient:
+    """A small Asterisk Manager Interface client; events are collected by a thread."""
+
+    port: int
+    username: str = "test"
+    secret: str = "test"
+    events: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        self._file = self._sock.makefile("rb")
+        self._file.readline()  # banner
+        self._responses: queue.Queue[dict] = queue.Queue()
+        self._events_changed = threading.Condition()
+        self._action_ids = itertools.count(1)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        response = self.action("Login", Username=self.username, Secret=self.secret)
+        if response.get("Response") != "Success":
+            raise RuntimeError(f"AMI login failed: {response}")
+
+    def _read(self) -> None:
+        message: dict[str, str] = {}
+        while True:
+            try:
+                line = self._file.readline()
+            except OSError:
+                return
+            if not line:
+                return
+            text = line.decode(errors="replace").rstrip("\r\n")
+            if text:
+                key, _, value = text.partition(":")
+                message[key.strip()] = value.strip()
+                continue
+            if "Event" in message:
+                with self._events_changed:
+                    self.events.append(message)
+                    self._events_changed.notify_all()
+            elif message:
+                self._responses.put(message)
+            message = {}
+
+    def action(self, name: str, timeout: float = 10.0, **headers: str) -> dict:
+        action_id = str(next(self._action_ids))
+        lines = [f"Action: {name}", f"ActionID: {action_id}"] + [f"{k}: {v}" for k, v in headers.items()]
+        self._sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        deadline = time.monotonic() + timeout
+        while True:
+            response = self._responses.get(timeout=max(0.01, deadline - time.monotonic()))
+            if response.get("ActionID") == action_id:
+                return response
+
+    def wait_event(self, predicate, timeout: float = 10.0) -> dict:
+        deadline = time.monotonic() + timeout
+        with self._events_changed:
+            while True:
+                for event in self.events:
+                    if predicate(event):
+                        return event
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError("AMI event not seen within timeout")
+                self._events_changed.wait(remaining)
+
+    def close(self) -> None:
+        try:
+            self._sock.close()
+        except OSError:
+            pass

@@ -1,0 +1,69 @@
+"""Fixtures that give each end-to-end test a real Asterisk 22 with the module.
+
+``make test`` prepares the test bed and exports CONVAI_TESTBED_ROOT: the sid
+root path, or an empty string for the machine's own Asterisk. Run outside
+``make test`` (variable unset), these tests are skipped with that hint.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.asterisk import Asterisk
+
+pytestmark = pytest.mark.e2e
+
+
+def _testbed_root() -> Path | None:
+    value = os.environ.get("CONVAI_TESTBED_ROOT")
+    if value is None:
+        return None
+    return Path(value) if value else Path("/")
+
+
+@pytest.fixture(scope="session")
+def testbed_root() -> Path:
+    root = _testbed_root()
+    if root is None:
+        pytest.skip("end-to-end tests need a prepared Asterisk: run 'make test'")
+    if root != Path("/"):
+        proc = root / "proc"
+        if not os.path.ismount(proc):
+            subprocess.run(["mount", "-t", "proc", "proc", str(proc)], check=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def moddir(testbed_root: Path) -> str:
+    """The module directory of the Asterisk under test (where make install put us)."""
+    prefix = [] if testbed_root == Path("/") else ["chroot", str(testbed_root)]
+    conf = subprocess.run(
+        prefix + ["sh", "-c", "sed -n 's/^[[:space:]]*astmoddir[[:space:]]*=>*[[:space:]]*//p' /etc/asterisk/asterisk.conf"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return conf or "/usr/lib/asterisk/modules"
+
+
+@pytest.fixture
+def make_asterisk(testbed_root: Path, moddir: str):
+    """Factory: ``make_asterisk(configs={...}, modules=[...])`` returns a started Asterisk."""
+    started: list[Asterisk] = []
+
+    def factory(configs: dict[str, str] | None = None, modules: list[str] | None = None, start: bool = True) -> Asterisk:
+        ast = Asterisk(testbed_root, moddir, modules=modules)
+        for name, text in (configs or {}).items():
+            ast.write_config(name, text)
+        started.append(ast)
+        if start:
+            ast.start()
+        return ast
+
+    yield factory
+    for ast in started:
+        ast.stop()
+        ast.cleanup()

@@ -1,0 +1,132 @@
+"""The module inside a real Asterisk 22: load, embedded Python, CLI, config, unload, stop."""
+
+import re
+
+import pytest
+
+AGENTS = """\
+[general]
+
+[sales_agent]
+elevenlabs_agent_id = agent_sales_0001
+elevenlabs_api_key = sk_live_0123456789abcdef0123456789abcd
+
+[support](!)
+elevenlabs_audio_frames_buffer_ms = 20
+max_connection_attempts = 5
+
+[support_en](support)
+elevenlabs_agent_id = agent_support_en
+"""
+
+
+def agent_rows(output: str) -> dict[str, str]:
+    return {line.split()[0]: line for line in output.splitlines()[1:] if line and not line.endswith("agent(s)")}
+
+
+def test_module_loads_and_is_running(make_asterisk):
+    ast = make_asterisk({"elevenlabs.conf": AGENTS})
+    assert re.search(r"app_elevenlabs_convai\.so\s+ElevenLabs Conversational AI\s+\d+\s+Running", ast.cli("module show like elevenlabs"))
+    doc = ast.cli("core show application ElevenLabsConversationalAI")
+    assert "Connect the caller to an ElevenLabs Conversational AI agent" in doc
+    assert "ELEVENLABS_STATUS" in doc and "AGENT_ENDED" in doc
+
+
+def test_embedded_python_imports_everything(make_asterisk):
+    ast = make_asterisk({"elevenlabs.conf": AGENTS})
+    out = ast.cli("elevenlabs show runtime")
+    assert "Runtime:         running" in out
+    assert re.search(r"Python:\s+3\.\d+", out)
+    assert "Virtual env:     yes" in out
+    for module in ("ssl", "asyncio", "websockets", "httpx", "orjson", "pyconvai._ring"):
+        line = next(l for l in out.splitlines() if l.startswith(f"Module {module}:"))
+        assert line.split(":", 1)[1].strip().startswith("ok"), line
+    assert "Thread pyconvai-asyncio: running" in out.replace(":running", ": running")
+    assert "OpenSSL" in out
+
+
+def test_show_agents_lists_agents_with_keys_redacted(make_asterisk):
+    ast = make_asterisk({"elevenlabs.conf": AGENTS})
+    out = ast.cli("elevenlabs show agents")
+    rows = agent_rows(out)
+    assert set(rows) == {"sales_agent", "support_en"}  # the template is not an agent
+    assert "sk_\u2026abcd" in rows["sales_agent"]
+    assert "0123456789abcdef" not in out
+    assert re.search(r"\b20 ms\s+5\b", rows["support_en"]), rows["support_en"]  # inherited from the template
+    assert "(none)" in rows["support_en"]
+    assert "0123456789abcdef" not in ast.log_text()
+
+
+def test_debug_command_and_its_completion(make_asterisk):
+    ast = make_asterisk({"elevenlabs.conf": AGENTS})
+    assert "debug logging enabled" in ast.cli("elevenlabs debug on")
+    assert re.search(r"sales_agent.*Yes", ast.cli("elevenlabs show agents"))
+    assert "debug logging disabled" in ast.cli("elevenlabs debug off")
+    assert "Usage: elevenlabs debug" in ast.cli("elevenlabs debug maybe")
+    completions = ast.cli('_command matchesarray "elevenlabs debug " ""')
+    assert "on" in completions.split() and "off" in completions.split()
+    assert "show" in ast.cli('_command matchesarray "elevenlabs " ""').split()
+
+
+@pytest.mark.parametrize("command", ["elevenlabs reload", "module reload app_elevenlabs_convai"])
+def test_reload_applies_a_new_config(make_asterisk, command):
+    ast = make_asterisk({"elevenlabs.conf": AGENTS})
+    ast.write_config("elevenlabs.conf", AGENTS + "\n[billing]\nelevenlabs_agent_id = agent_billing\n")
+    ast.cli(command)
+    assert "billing" in agent_rows(ast.cli("elevenlabs show agents"))
+
+
+BROKEN = {
+    "missing required key": ("[general]\n[sales_agent]\nelevenlabs_api_key = sk_x\n", r"\[sales_agent\].*elevenlabs_agent_id"),
+    "unknown key": ("[sales_agent]\nelevenlabs_agent_id = a\nelevenlabs_voice = x\n", r"sales_agent.*elevenlabs_voice"),
+    "out-of-range number": (
+        "[sales_agent]\nelevenlabs_agent_id = a\nconnection_timeout_seconds = 99\n",
+        r"\[sales_agent\] connection_timeout_seconds = '99' is not a number from 1 to 60",
+    ),
+    "no agents at all": ("[general]\ndebug = yes\n", r"no agent sections"),
+}
+
+
+@pytest.mark.parametrize("case", BROKEN)
+def test_broken_config_at_startup_never_stops_asterisk(make_asterisk, case):
+    text, message = BROKEN[case]
+    ast = make_asterisk({"elevenlabs.conf": text})
+    assert "Running" in ast.cli("module show like elevenlabs")
+    assert re.search(message, ast.log_text()), ast.log_text()[-2000:]
+    assert "No configuration loaded" in ast.cli("elevenlabs show agents")
+    assert "Runtime:         running" in ast.cli("elevenlabs show runtime")
+
+
+@pytest.mark.parametrize("case", BROKEN)
+def test_broken_config_on_reload_keeps_the_previous_one(make_asterisk, case):
+    text, message = BROKEN[case]
+    ast = make_asterisk({"elevenlabs.conf": AGENTS})
+    ast.write_config("elevenlabs.conf", text)
+    assert "kept the previous configuration" in ast.cli("elevenlabs reload")
+    assert re.search(message, ast.log_text())
+    assert set(agent_rows(ast.cli("elevenlabs show agents"))) == {"sales_agent", "support_en"}
+
+
+def test_missing_config_file_is_reported(make_asterisk):
+    ast = make_asterisk()
+    assert "Running" in ast.cli("module show like elevenlabs")
+    assert "elevenlabs.conf" in ast.log_text()
+
+
+def test_unload_is_refused_with_a_clear_message(make_asterisk):
+    ast = make_asterisk({"elevenlabs.conf": AGENTS})
+    ast.cli("module unload app_elevenlabs_convai.so")
+    assert "cannot be unloaded: it embeds a Python interpreter" in ast.wait_for_log("cannot be unloaded")
+    assert "Running" in ast.cli("module show like elevenlabs")
+    assert "Runtime:         running" in ast.cli("elevenlabs show runtime")
+
+
+def test_core_stop_now_exits_cleanly_and_quickly(make_asterisk):
+    import time
+
+    ast = make_asterisk({"elevenlabs.conf": AGENTS})
+    ast.cli("elevenlabs show runtime")
+    started = time.monotonic()
+    assert ast.stop(timeout=10) == 0
+    assert time.monotonic() - started < 5
+    assert "Segmentation" not in ast.stdout_text()

@@ -1,0 +1,190 @@
+"""pyconvai.client against the simulator and tiny local servers (127.0.0.1 only)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+
+import pytest
+
+from pyconvai.client import ConnectFailed, ConnectionEnded, open_connection
+from pyconvai.sim import AgentScript
+
+from loopback_helpers import API_KEY
+
+
+def connect(endpoint: str, agent_id: str = "agent_a", api_key: str | None = API_KEY, **kw):
+    options = {"timeout": 2.0, "attempts": 3} | kw
+    return open_connection(
+        agent_id=agent_id, api_key=api_key, signed_url_endpoint=endpoint, **options
+    )
+
+
+async def first_message(conn) -> dict:
+    async with asyncio.timeout(5):
+        await conn.send(json.dumps({"type": "conversation_initiation_client_data"}))
+        return json.loads(await conn.recv())
+
+
+def test_signed_url_connection_gets_metadata(make_sim, caplog):
+    sim = make_sim({"agent_a": AgentScript(output_format="ulaw_8000")})
+
+    async def main():
+        conn = await connect(sim.signed_url_endpoint)
+        msg = await first_message(conn)
+        await conn.close()
+        return msg
+
+    with caplog.at_level(logging.DEBUG, logger="pyconvai.client"):
+        msg = asyncio.run(main())
+    assert msg["type"] == "conversation_initiation_metadata"
+    assert msg["conversation_initiation_metadata_event"]["agent_output_audio_format"] == "ulaw_8000"
+    (rec,) = sim.wait_for_conversations(1, timeout=2)
+    assert "conversation_signature=" in rec.path
+    assert rec.closed.wait(3) and rec.close_code == 1000 and rec.closed_by == "client"
+    # neither the key nor the signature reach the log
+    text = caplog.text
+    assert API_KEY not in text
+    signature = re.search(r"conversation_signature=([^&]+)", rec.path).group(1)
+    assert signature not in text and "conversation_signature=***" in text
+
+
+def test_public_url_without_api_key(make_sim):
+    sim = make_sim()
+
+    async def main():
+        conn = await connect(sim.signed_url_endpoint, agent_id="public_agent", api_key=None)
+        msg = await first_message(conn)
+        await conn.close()
+        return msg
+
+    assert asyncio.run(main())["type"] == "conversation_initiation_metadata"
+    assert sim.http_requests == []  # no signed-URL request
+    (rec,) = sim.conversations
+    assert rec.agent_id == "public_agent" and "conversation_signature" not in rec.path
+
+
+def test_recv_raises_connection_ended_with_server_close_code(make_sim):
+    sim = make_sim({"agent_a": AgentScript(close_after_s=0.2, close_code=1011, close_reason="boom")})
+
+    async def main():
+        conn = await connect(sim.signed_url_endpoint)
+        await conn.send(json.dumps({"type": "conversation_initiation_client_data"}))
+        async with asyncio.timeout(5):
+            while True:
+                await conn.recv()
+
+    with pytest.raises(ConnectionEnded) as info:
+        asyncio.run(main())
+    assert (info.value.code, info.value.reason) == (1011, "boom")
+
+
+def test_401_fails_at_once_without_retry(make_sim):
+    sim = make_sim()
+    started = time.monotonic()
+    with pytest.raises(ConnectFailed) as info:
+        asyncio.run(connect(sim.signed_url_endpoint, api_key="sk-wrong-key"))
+    assert time.monotonic() - started < 1.0
+    assert info.value.reason == "signed URL: HTTP 401 invalid_api_key Invalid API key"
+    assert "sk-wrong-key" not in info.value.reason
+    assert [r.status for r in sim.http_requests] == [401]
+
+
+def test_422_without_agent_id(make_sim):
+    sim = make_sim()
+    with pytest.raises(ConnectFailed) as info:
+        asyncio.run(connect(sim.signed_url_endpoint, agent_id=""))
+    assert info.value.reason == "signed URL: HTTP 422 query.agent_id: field required"
+    assert [r.status for r in sim.http_requests] == [422]
+
+
+def test_slow_signed_url_times_out_within_bound(make_sim):
+    sim = make_sim({"slow": AgentScript(signed_url_delay_s=1.5)})
+    timeout, attempts = 0.4, 2
+    started = time.monotonic()
+    with pytest.raises(ConnectFailed) as info:
+        asyncio.run(connect(sim.signed_url_endpoint, "slow", timeout=timeout, attempts=attempts))
+    elapsed = time.monotonic() - started
+    assert elapsed <= timeout * attempts + 0.25 + 0.5
+    assert elapsed >= timeout * attempts
+    assert info.value.reason == "signed URL: timed out after 0.4 s"
+
+
+def test_connection_refused_is_retried_then_fails():
+    # Port 9 (discard) on 127.0.0.1: nothing listens, every attempt is refused at once.
+    endpoint = "http://127.0.0.1:9/v1/convai/conversation/get-signed-url"
+    started = time.monotonic()
+    with pytest.raises(ConnectFailed) as info:
+        asyncio.run(connect(endpoint, attempts=3, timeout=1.0))
+    elapsed = time.monotonic() - started
+    assert 0.25 + 0.5 <= elapsed < 3.0  # two backoffs were slept
+    assert info.value.reason.startswith("signed URL: ConnectError")
+
+
+async def _http_server(statuses: list[int], hits: list[int]) -> asyncio.Server:
+    """Answer successive requests with the given statuses (then repeat the last)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        status = statuses[min(len(hits), len(statuses) - 1)]
+        hits.append(status)
+        body = b'{"detail": "try later"}' if status != 200 else b'{"nope": 1}'
+        writer.write(
+            f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\n"
+            "Content-Type: application/json\r\nConnection: close\r\n\r\n".encode() + body
+        )
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+@pytest.mark.parametrize(
+    "statuses, expected_hits, reason",
+    [
+        ([503], 3, "signed URL: HTTP 503 try later"),
+        ([429, 500, 403], 3, "signed URL: HTTP 403 try later"),
+        ([500, 404], 2, "signed URL: HTTP 404 try later"),
+        ([200], 1, "signed URL: response has no usable signed_url"),
+    ],
+)
+def test_retry_policy(statuses, expected_hits, reason):
+    hits: list[int] = []
+
+    async def main():
+        server = await _http_server(statuses, hits)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            await connect(f"http://127.0.0.1:{port}/x", timeout=1.0, attempts=3)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    with pytest.raises(ConnectFailed) as info:
+        asyncio.run(asyncio.wait_for(main(), 10))
+    assert info.value.reason == reason
+    assert len(hits) == expected_hits
+
+
+def test_websocket_handshake_timeout_is_bounded():
+    """A server that accepts TCP but never answers the upgrade: each attempt ends at timeout."""
+
+    async def main():
+        async def silent(reader, writer):
+            await asyncio.sleep(10)
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            await connect(f"http://127.0.0.1:{port}/x", api_key=None, timeout=0.3, attempts=2)
+        finally:
+            server.close()
+
+    started = time.monotonic()
+    with pytest.raises(ConnectFailed) as info:
+        asyncio.run(asyncio.wait_for(main(), 10))
+    assert time.monotonic() - started < 0.3 * 2 + 0.25 + 0.5
+    assert info.value.reason == "websocket handshake: timed out after 0.3 s"
