@@ -741,8 +741,14 @@ static void convai_handle_control(struct convai_call *call)
 		case CONVAI_CONTROL_FORMATS:
 			convai_set_formats(call, parts[0], parts[1]);
 			break;
+		case CONVAI_CONTROL_STARTED:
+			ast_copy_string(call->conversation_id, parts[0], sizeof(call->conversation_id));
+			pbx_builtin_setvar_helper(call->chan, "ELEVENLABS_CONVERSATION_ID", call->conversation_id);
+			break;
 		case CONVAI_CONTROL_END:
-			ast_copy_string(call->conversation_id, parts[1], sizeof(call->conversation_id));
+			if (!ast_strlen_zero(parts[1])) {
+				ast_copy_string(call->conversation_id, parts[1], sizeof(call->conversation_id));
+			}
 			convai_call_end(call, parts[0], parts[2]);
 			break;
 		case CONVAI_CONTROL_SETVAR:

@@ -50,6 +50,8 @@ enum convai_control {
 	CONVAI_CONTROL_SETVAR = 3,
 	/*! "event\0header: value\r\n...": raise an AMI event. */
 	CONVAI_CONTROL_MANAGER_EVENT = 4,
+	/*! "conversation_id": the agent accepted the call. */
+	CONVAI_CONTROL_STARTED = 5,
 };
 
 /*! \brief Size of a control record header. */

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
 import time
 import urllib.parse
-from dataclasses import dataclass
 
 import httpx
 import orjson
@@ -76,6 +76,24 @@ class ConnectionEnded(Exception):
         super().__init__(f"websocket closed {code}: {reason}")
         self.code = code
         self.reason = reason
+
+
+_SECRET_PARAM = re.compile(r"\b(" + "|".join(map(re.escape, _SECRET_KEYS)) + r")=[^&\s]+", re.I)
+
+
+class _RedactingFilter(logging.Filter):
+    """Rewrites records of the websockets wire logger so no signed URL leaks at DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _SECRET_PARAM.sub(r"\1=***", message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
+
+
+_wire_log = logging.getLogger("pyconvai.client.websockets")
+_wire_log.addFilter(_RedactingFilter())
 
 
 def _redact_param(item: str) -> str:
@@ -170,6 +188,7 @@ async def _open_websocket(url: str, ssl_context: ssl.SSLContext | None) -> Clien
             ping_timeout=PING_TIMEOUT,
             close_timeout=CLOSE_TIMEOUT,
             user_agent_header=_USER_AGENT,
+            logger=_wire_log,
             **tls,
         )
     except InvalidStatus as exc:
@@ -252,7 +271,7 @@ class Connection:
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the socket (bounded by CLOSE_TIMEOUT); idempotent."""
-        await self._ws.close(code, reason[:120])
+        await self._ws.close(code, reason.encode()[:123].decode(errors="ignore"))
 
     @staticmethod
     def _ended(exc: ConnectionClosed) -> ConnectionEnded:

@@ -68,7 +68,7 @@ class PlaybackQueue:
     # --- producer side (asyncio thread) -------------------------------------------
 
     def configure(self, fmt: AudioFormat) -> None:
-        """Set the output format and frame audio added before; a different second format: ValueError."""
+        """Set the output format and frame the audio added before; a new format is a ValueError."""
         with self._lock:
             if self._format is not None:
                 if fmt != self._format:

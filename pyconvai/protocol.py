@@ -64,9 +64,9 @@ class AudioFormat:
     def parse(cls, name: str) -> AudioFormat:
         """Parse ``<pcm|ulaw>_<rate>`` (e.g. ``ulaw_8000``); ValueError otherwise."""
         encoding, sep, rate = name.partition("_")
-        if not sep or not rate.isdigit():
-            raise ValueError(f"unsupported audio format {name!r}")
-        return cls(encoding, int(rate))
+        if sep and rate.isdigit() and encoding in ("pcm", "ulaw") and int(rate) > 0:
+            return cls(encoding, int(rate))
+        raise ValueError(f"unsupported audio format {name!r}")
 
     @property
     def name(self) -> str:

@@ -490,7 +490,7 @@ class Session:
             self._state is SessionState.CONNECTING
             and error.message_type == "conversation_initiation_metadata"
         ):
-            return self._ending(EndStatus.CONFIG_ERROR, f"unusable metadata: {error.description}")
+            return self._ending(EndStatus.CONFIG_ERROR, f"unusable {error.description}")
         return None
 
     def _closed(self, closed: ConnectionEnded) -> SessionEnded:
@@ -501,8 +501,9 @@ class Session:
             return self._ending(EndStatus.CALLER_HANGUP, self._hangup_reason, code, why)
         err = self._server_error
         detail = why or (f"{err.error_type}: {err.message}" if err else "") or "no reason given"
-        if err is not None and err.error_type and err.error_type not in detail:
-            detail = f"{err.error_type}: {detail}"
+        kind = err.error_type if err is not None else ""
+        if kind not in ("", "unknown") and kind not in detail:
+            detail = f"{kind}: {detail}"
         if code == 1000:
             self.playback.finish()
             if self.end_call_requested:

@@ -12,7 +12,6 @@ from .. import audio
 
 log = logging.getLogger("pyconvai.sim")
 
-ESPEAK_RATE = 22050
 LARGE_FRAME_BYTES = 800 * 1024
 """Raw audio bytes in the large frame: base64 makes the JSON message just over 1 MiB."""
 
@@ -22,22 +21,28 @@ def espeak_available() -> bool:
     return shutil.which("espeak-ng") is not None
 
 
-def _wav_pcm16(wav: bytes) -> bytes:
-    """The samples of a mono PCM16 WAV file (espeak-ng streams one with bogus sizes)."""
+def _wav_pcm16(wav: bytes) -> tuple[bytes, int]:
+    """Samples and rate of a mono PCM16 WAV file (espeak-ng streams one with bogus sizes)."""
     if wav[:4] != b"RIFF" or wav[8:12] != b"WAVE":
         raise ValueError("not a WAV file")
+    rate = 0
     pos = 12
     while pos + 8 <= len(wav):
         chunk_id, size = wav[pos : pos + 4], int.from_bytes(wav[pos + 4 : pos + 8], "little")
-        if chunk_id == b"data":
-            return wav[pos + 8 :]
+        body = wav[pos + 8 : pos + 8 + size]
+        if chunk_id == b"fmt ":
+            channels, rate, bits = body[2] | body[3] << 8, int.from_bytes(body[4:8], "little"), body[14]
+            if channels != 1 or bits != 16:
+                raise ValueError(f"expected mono 16-bit WAV, got {channels} channels of {bits} bits")
+        elif chunk_id == b"data" and rate:
+            return wav[pos + 8 :], rate
         pos += 8 + size + (size & 1)
-    raise ValueError("WAV file without data")
+    raise ValueError("WAV file without format or data")
 
 
 @lru_cache(maxsize=32)
-def _espeak(text: str) -> bytes:
-    """``text`` spoken by espeak-ng as PCM16 at ``ESPEAK_RATE``."""
+def _espeak(text: str) -> tuple[bytes, int]:
+    """``text`` spoken by espeak-ng: PCM16 samples and their rate."""
     result = subprocess.run(
         ["espeak-ng", "--stdout", text], capture_output=True, check=True, timeout=20
     )
@@ -48,9 +53,10 @@ def _espeak(text: str) -> bytes:
 def render(text: str, tone_hz: float, ms: int, fmt: str, amplitude: int, speech: bool) -> bytes:
     """One utterance in ``fmt``: ``text`` spoken when asked and possible, else a tone of ``ms``."""
     rate = audio.sample_rate(fmt)
-    if speech and espeak_available():
+    if speech and text and espeak_available():
         try:
-            return audio.encode(audio.resample(_espeak(text), ESPEAK_RATE, rate), fmt)
+            pcm, speech_rate = _espeak(text)
+            return audio.encode(audio.resample(pcm, speech_rate, rate), fmt)
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             log.warning("espeak-ng failed (%s); using a tone", exc)
     return audio.encode(audio.tone(tone_hz, ms, rate, amplitude), fmt)

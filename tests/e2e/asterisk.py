@@ -44,6 +44,7 @@ MODULES = [
     "func_callerid.so",
     "func_channel.so",
     "func_strings.so",
+    "func_cut.so",
     "func_logic.so",
     "app_elevenlabs_convai.so",
 ]

@@ -40,7 +40,9 @@ async def feed_realtime(session: Session, frames: Iterator[bytes], frame_ms: int
         await asyncio.sleep(max(0.0, next_at - loop.time()))
 
 
-def caller_frames(fmt: str, tone_hz: float | None, total_ms: int, frame_ms: int = 20) -> Iterator[bytes]:
+def caller_frames(
+    fmt: str, tone_hz: float | None, total_ms: int, frame_ms: int = 20
+) -> Iterator[bytes]:
     """``total_ms`` of caller audio in ``fmt``: a loud tone, or silence when tone_hz is None."""
     rate = audio.sample_rate(fmt)
     pcm = audio.tone(tone_hz, frame_ms, rate, 12000) if tone_hz else audio.silence(frame_ms, rate)

@@ -132,8 +132,8 @@ def test_duplicate_metadata_is_protocol_error():
 
 
 def test_audio():
-    ev = one({"type": "audio", "audio_event": {"audio_base_64": b64(b"\x01\x02\x03"), "event_id": 7}})
-    assert ev == AgentAudio(b"\x01\x02\x03", 7)
+    ev = one({"type": "audio", "audio_event": {"audio_base_64": b64(b"\x01\x02"), "event_id": 7}})
+    assert ev == AgentAudio(b"\x01\x02", 7)
 
 
 def test_audio_with_alignment_and_empty_payload():
@@ -264,7 +264,11 @@ def test_agent_tool_response_without_event_id():
     ev = one(
         {
             "type": "agent_tool_response",
-            "agent_tool_response": {"tool_name": "skip_turn", "tool_type": "system", "is_error": False},
+            "agent_tool_response": {
+                "tool_name": "skip_turn",
+                "tool_type": "system",
+                "is_error": False,
+            },
         }
     )
     assert ev == AgentToolResponse("skip_turn", "", "system", False, None)
