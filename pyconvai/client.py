@@ -197,7 +197,8 @@ async def _open_websocket(url: str, ssl_context: ssl.SSLContext | None) -> Clien
             f"websocket handshake: HTTP {status}", retryable=status == 429 or status >= 500
         ) from None
     except (OSError, WebSocketException) as exc:
-        raise ConnectFailed(f"websocket: {type(exc).__name__}: {exc}", retryable=True) from None
+        detail = _SECRET_PARAM.sub(r"\1=***", str(exc))  # some messages quote the URL
+        raise ConnectFailed(f"websocket: {type(exc).__name__}: {detail}", retryable=True) from None
 
 
 async def open_connection(
@@ -214,7 +215,7 @@ async def open_connection(
     Raises :class:`ConnectFailed` after the last attempt, or at once for a
     non-retryable failure. Total time ≤ attempts × timeout + backoff.
     """
-    public = None if api_key else public_url(signed_url_endpoint, agent_id)
+    public = "" if api_key else public_url(signed_url_endpoint, agent_id)
     verify: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
     failure = ConnectFailed("no connection attempt made")
     async with httpx.AsyncClient(
@@ -227,7 +228,7 @@ async def open_connection(
             phase = "signed URL"
             try:
                 async with asyncio.timeout(timeout):
-                    if public is None:
+                    if api_key:
                         url = await _signed_url(http, signed_url_endpoint, agent_id, api_key)
                     else:
                         url = public

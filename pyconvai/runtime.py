@@ -79,6 +79,16 @@ class HostLogHandler(logging.Handler):
             self.handleError(record)
 
 
+def end_reason(ended: SessionEnded) -> str:
+    """ELEVENLABS_END_REASON: the reason, with the close code and its reason when there was one."""
+    if ended.close_code is None or str(ended.close_code) in ended.reason:
+        return ended.reason
+    detail = f"close {ended.close_code}"
+    if ended.close_reason and ended.close_reason not in ended.reason:
+        detail += f" {ended.close_reason}"
+    return f"{ended.reason} ({detail})"
+
+
 class Call:
     """One call: a Session joined to the module's rings, control ring and wake fd.
 
@@ -197,7 +207,7 @@ class Call:
             if self.finished:
                 return
             self.finished = True
-        self.send_control(CONTROL_END, str(ended.status), ended.conversation_id or "", ended.reason)
+        self.send_control(CONTROL_END, str(ended.status), ended.conversation_id or "", end_reason(ended))
         self.runtime.forget(self)
 
     def close(self) -> None:

@@ -585,6 +585,9 @@ class Session:
         """Stop the writer and close the socket; every wait bounded."""
         self._state = SessionState.CLOSING
         bound = client.CLOSE_TIMEOUT + 1.0
+        writer = self._writer
+        if writer is not None and writer.done() and not writer.cancelled() and writer.exception():
+            self._log.error("sending failed", exc_info=writer.exception())
         pending = [t for t in (self._connect_task, self._writer) if t is not None and not t.done()]
         for task in pending:
             task.cancel()

@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import signal
 import sys
+from typing import Any
 
 from .. import audio
 from .scripts import PRESETS, AgentScript
@@ -83,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> SimConfig:
-    changes: dict[str, object] = {
+    changes: dict[str, Any] = {
         name: value
         for name, value in (("output_format", args.output_format), ("input_format", args.input_format),
                             ("send_speed", args.send_speed))

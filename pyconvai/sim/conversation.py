@@ -422,10 +422,13 @@ class AgentConversation:
             await self._on_caller_turn(CALLER_TRANSCRIPT)
 
     def _on_pong(self, event_id: object) -> None:
-        self.record.pongs.append(event_id)  # type: ignore[arg-type]
-        sent_at = self._ping_times.pop(event_id, None)  # type: ignore[arg-type]
+        if not isinstance(event_id, int):
+            self._invalid(f"pong without an integer event_id: {event_id!r}")
+            return
+        self.record.pongs.append(event_id)
+        sent_at = self._ping_times.pop(event_id, None)
         if sent_at is None:
-            self._invalid(f"pong for unknown ping {event_id!r}")
+            self._invalid(f"pong for unknown ping {event_id}")
         else:
             self._rtt_ms = round((time.monotonic() - sent_at) * 1000)
 

@@ -87,14 +87,15 @@ class EventLog:
     """JSON lines of everything received and sent, audio replaced by byte counts."""
 
     def __init__(self, path: str | Path | None) -> None:
-        self._file: IO[bytes] | None = open(path, "ab") if path else None
+        self._file: IO[bytes] | None = open(path, "ab") if path else None  # noqa: SIM115 (closed by close())
 
     def write(self, kind: str, conversation_id: str | None, **fields: object) -> None:
         """Append one line: ``{"t", "kind", "conversation_id", **fields}``."""
         if self._file is None:
             return
-        if isinstance(fields.get("message"), dict):
-            fields["message"] = _scrub(fields["message"])
+        message = fields.get("message")
+        if isinstance(message, dict):
+            fields["message"] = _scrub(message)
         line = {"t": round(time.time(), 3), "kind": kind, "conversation_id": conversation_id, **fields}
         self._file.write(orjson.dumps(line, default=repr) + b"\n")
         self._file.flush()

@@ -9,16 +9,18 @@ import secrets
 import ssl
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import TracebackType
+from typing import Self
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
 
 from .conversation import AgentConversation
 from .records import ConversationRecord, EventLog, HttpRequestRecord
@@ -61,8 +63,9 @@ class SimConfig:
         return script
 
 
-def _select_subprotocol(_connection: ServerConnection, offered: list[str]) -> str | None:
-    return "convai" if "convai" in offered else None
+def _select_subprotocol(_connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
+    """Echo ``convai`` when offered (as the JS client does); accept no subprotocol too."""
+    return Subprotocol("convai") if "convai" in offered else None
 
 
 def _json_response(status: int, body: object) -> Response:
@@ -198,7 +201,7 @@ class Simulator:
         finally:
             await self.stop_async()
 
-    async def __aenter__(self) -> Simulator:
+    async def __aenter__(self) -> Self:
         await self.start_async()
         return self
 
@@ -207,7 +210,7 @@ class Simulator:
 
     # --- background-thread API ------------------------------------------
 
-    def start(self, timeout: float = 10.0) -> Simulator:
+    def start(self, timeout: float = 10.0) -> Self:
         """Run on a new event loop in a daemon thread; return once listening."""
         if self._thread is not None or self._server is not None:
             raise RuntimeError("simulator already started")
@@ -244,7 +247,7 @@ class Simulator:
             loop.close()
         self._thread = None
 
-    def __enter__(self) -> Simulator:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(

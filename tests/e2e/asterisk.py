@@ -214,9 +214,21 @@ write = all
     def recording(self, name: str) -> Path:
         return self.host_path(self.path(f"rec/{name}"))
 
-    def originate(self, agent_exten: str, caller_exten: str, context: str = "e2e") -> None:
-        """Local/agent@context/n runs the app side; its ;1 half runs caller_exten."""
-        self.cli(f"channel originate Local/{agent_exten}@{context}/n extension {caller_exten}@{context}")
+    def originate(self, agent_exten: str, caller_exten: str, context: str = "e2e", codecs: str | None = None,
+                  ami: "AmiClient | None" = None) -> None:
+        """Local/agent@context/n runs the app side; its ;1 half runs caller_exten.
+
+        With ``codecs`` (e.g. "alaw") the call goes through AMI so both halves
+        of the Local channel have that native format, as a real trunk would.
+        """
+        if codecs is None:
+            self.cli(f"channel originate Local/{agent_exten}@{context}/n extension {caller_exten}@{context}")
+            return
+        client = ami or self.ami()
+        response = client.action("Originate", Channel=f"Local/{agent_exten}@{context}/n", Context=context,
+                                 Exten=caller_exten, Priority="1", Async="true", Codecs=codecs)
+        if response.get("Response") != "Success":
+            raise RuntimeError(f"AMI Originate failed: {response}")
 
     def channel_count(self) -> int:
         for line in self.cli("core show channels count").splitlines():
@@ -226,6 +238,14 @@ write = all
 
     def ami(self) -> "AmiClient":
         return AmiClient(self.ami_port)
+
+    def process_stats(self) -> dict[str, int]:
+        """Threads and open file descriptors of the Asterisk process (host view)."""
+        pid = self.process.pid
+        return {
+            "threads": len(os.listdir(f"/proc/{pid}/task")),
+            "fds": len(os.listdir(f"/proc/{pid}/fd")),
+        }
 
 
 @dataclass

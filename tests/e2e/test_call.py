@@ -1,58 +1,240 @@
-"""Calls through the module in a real Asterisk, against the simulator."""
+"""Calls through the module in a real Asterisk, against the simulator.
+
+Each test originates Local-channel calls: the agent half runs the application,
+the caller half records what it hears and says (MixMonitor) and plays tones.
+The simulator's agents speak tones too, one frequency per utterance, so the
+recordings tell exactly what was heard: greeting 440 Hz, reply 880 Hz,
+goodbye 660 Hz, stale audio that must never be heard 1200 Hz; the caller
+speaks 1000 Hz.
+"""
 
 from __future__ import annotations
 
+import re
+import time
+
+import numpy as np
 import pytest
 
+from pyconvai import audio
 from pyconvai.sim import AgentScript, SimConfig, Simulator
 from tests.e2e.calls import dialplan, read_wav, tone_frames, tone_wav
 
 API_KEY = "sk_test_0123456789abcdef0123456789abcd"
+ULAW = {"output_format": "ulaw_8000", "input_format": "ulaw_8000"}
+SCRIPTS = {
+    "agent_greeting": AgentScript(**ULAW, greeting_ms=3000),
+    "agent_listener": AgentScript(**ULAW, greeting_ms=500, vad_threshold=1e9),
+    "agent_bargein": AgentScript(**ULAW, greeting_ms=8000, reply_ms=1500, late_stale_chunks=3),
+    "agent_end_call": AgentScript(**ULAW, greeting_ms=1000, goodbye_ms=1500, end_call_after_turns=0),
+    "agent_wideband": AgentScript(output_format="pcm_16000", input_format="pcm_16000", greeting_ms=2000),
+    "agent_drop": AgentScript(**ULAW, greeting_ms=6000, drop_tcp_after_s=1.5),
+}
 
 
 @pytest.fixture
 def sim():
-    scripts = {
-        "agent_greeting": AgentScript(output_format="ulaw_8000", input_format="ulaw_8000", greeting_ms=3000),
-    }
-    with Simulator(SimConfig(api_key=API_KEY, agents=scripts)) as simulator:
+    with Simulator(SimConfig(api_key=API_KEY, agents=SCRIPTS)) as simulator:
         yield simulator
 
 
 def agents_conf(sim, **agents: dict) -> str:
     text = "[general]\n"
     for name, keys in agents.items():
-        text += f"\n[{name}]\nelevenlabs_api_key = {API_KEY}\nelevenlabs_get_signed_url_endpoint = {sim.signed_url_endpoint}\n"
-        text += "".join(f"{k} = {v}\n" for k, v in keys.items())
+        keys = {"elevenlabs_api_key": API_KEY, "elevenlabs_get_signed_url_endpoint": sim.signed_url_endpoint, **keys}
+        text += f"\n[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())
     return text
+
+
+class CallBed:
+    """An Asterisk with the e2e dialplan, an AMI client and the caller's sounds."""
+
+    def __init__(self, ast, ami):
+        self.ast = ast
+        self.ami = ami
+        sounds = ast.host_path(ast.path("sounds"))
+        tone_wav(sounds / "speak1k.wav", 1000.0, 1000)
+
+    def call(self, agent: str, caller: str, codecs: str | None = None) -> None:
+        self.ast.originate(f"ai-{agent}", caller, codecs=codecs, ami=self.ami)
+
+    def result(self, timeout: float = 30.0, index: int = 0) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            results = [e for e in self.ami.events if e.get("UserEvent") == "ConvaiResult"]
+            if len(results) > index:
+                return results[index]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no result for call {index}: {self.ast.log_text()[-3000:]}")
+            time.sleep(0.05)
+
+    def heard(self, tag: str):
+        return read_wav(self.ast.recording(f"{tag}-heard.wav"))
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.ast.channel_count() or "Live calls:      0" not in self.ast.cli("elevenlabs show runtime"):
+            if time.monotonic() > deadline:
+                raise AssertionError("calls left behind:\n" + self.ast.cli("core show channels"))
+            time.sleep(0.1)
 
 
 @pytest.fixture
 def call_bed(make_asterisk, sim):
-    """An Asterisk with the e2e dialplan and an AMI client."""
-
-    def factory(agents: dict[str, dict], **kwargs):
-        ast = make_asterisk(start=False, **kwargs)
+    def factory(agents: dict[str, dict]) -> CallBed:
+        ast = make_asterisk(start=False)
         ast.write_config("elevenlabs.conf", agents_conf(sim, **agents))
         ast.write_config("extensions.conf", dialplan(ast.path("rec"), ast.path("sounds")))
         ast.start()
-        ami = ast.ami()
-        return ast, ami
+        return CallBed(ast, ast.ami())
 
     return factory
 
 
-def result_event(ami, timeout=30.0):
-    return ami.wait_event(lambda e: e.get("Event") == "UserEvent" and e.get("UserEvent") == "ConvaiResult", timeout)
-
-
 def test_greeting_is_heard_complete_and_at_real_time(call_bed, sim):
-    ast, ami = call_bed({"greeter": {"elevenlabs_agent_id": "agent_greeting"}})
-    ast.originate("ai-greeter", "caller-g1-6")
-    event = result_event(ami)
-    samples, rate = read_wav(ast.recording("g1-heard.wav"))
+    bed = call_bed({"greeter": {"elevenlabs_agent_id": "agent_greeting"}})
+    bed.call("greeter", "caller-g1-6")
+    result = bed.result()
+    samples, rate = bed.heard("g1")
     span = tone_frames(samples, rate, 440.0)
     assert span.first is not None, "greeting not heard"
     assert span.gaps == 0, f"{span.gaps} silent frames inside the greeting"
-    assert abs(span.frames - 150) <= 2, f"greeting lasted {span.frames * 20} ms, expected 3000 ms"
-    assert event["Status"] == "CALLER_HANGUP"
+    assert abs(span.frames - 150) <= 1, f"greeting lasted {span.frames * 20} ms, expected 3000 ms"
+    greeting = samples[span.first * 160 : (span.last + 1) * 160]
+    spectrum = np.abs(np.fft.rfft(greeting))
+    assert abs(np.fft.rfftfreq(len(greeting), 1 / rate)[spectrum.argmax()] - 440.0) < 2.0  # no speed change
+    assert result["Status"] == "CALLER_HANGUP"
+    assert result["Conversation"] == sim.conversations[0].conversation_id
+
+
+def test_caller_audio_reaches_the_agent_intact_in_its_input_format(call_bed, sim):
+    bed = call_bed({"listener": {"elevenlabs_agent_id": "agent_listener", "elevenlabs_audio_frames_buffer_ms": 20}})
+    bed.call("listener", "talk-p1-1-speak1k-1")
+    bed.result()
+    received = audio.decode(sim.wait_for_conversations(1)[0].received_audio, "ulaw_8000")
+    samples = np.frombuffer(received, dtype="<i2").astype(np.float64)
+    span = tone_frames(samples, 8000, 1000.0)
+    assert abs(span.frames - 50) <= 1, f"agent heard {span.frames * 20} ms of the 1000 ms prompt"
+    assert span.gaps == 0
+
+
+def test_barge_in_stops_the_old_response_and_plays_the_reply(call_bed, sim):
+    bed = call_bed({"barge": {"elevenlabs_agent_id": "agent_bargein", "elevenlabs_audio_frames_buffer_ms": 20}})
+    bed.call("barge", "talk-b1-2-speak1k-4")
+    bed.result()
+    record = sim.wait_for_conversations(1)[0]
+    assert record.interruptions, "the simulator saw no barge-in"
+    reply_id = record.interruptions[0]
+    assert [m["audio_event"]["event_id"] for m in record.sent_of_type("audio")].count(reply_id - 1) > 3  # stale sent
+
+    heard, rate = bed.heard("b1")
+    said, _ = read_wav(bed.ast.recording("b1-said.wav"))
+    greeting = tone_frames(heard, rate, 440.0)
+    reply = tone_frames(heard, rate, 880.0)
+    stale = tone_frames(heard, rate, 1200.0)
+    speech = tone_frames(said, rate, 1000.0)
+    assert greeting.frames < 8000 // 20 - 100, "the greeting was not interrupted"
+    assert stale.frames == 0, "late audio of the interrupted response was played"
+    assert reply.frames >= 1500 // 20 - 2, "the reply was not heard in full"
+    # Nothing of the old response after the reply started, and the reply follows at once:
+    assert greeting.last < reply.first
+    assert reply.first - greeting.last <= 2, f"{(reply.first - greeting.last) * 20} ms between old response and reply"
+    # The old response stops within a bounded time of the caller starting to speak
+    # (uplink 20 ms chunks + simulator VAD 60 ms + network + one frame).
+    assert 0 <= (greeting.last - speech.first) * 20 <= 200, (greeting.last - speech.first) * 20
+
+
+@pytest.mark.parametrize("options, where", [("", "dialplan"), ("h", "h")])
+def test_end_call_plays_the_goodbye_then_ends(call_bed, sim, options, where):
+    bed = call_bed({"closer": {"elevenlabs_agent_id": "agent_end_call"}})
+    bed.call(f"closer-{options}" if options else "closer", "caller-e1-10")
+    result = bed.result()
+    assert result["Status"] == "AGENT_ENDED"
+    assert result["Where"] == where
+    assert result["Conversation"] == sim.conversations[0].conversation_id
+    assert "1000" in result["Reason"]
+    heard, rate = bed.heard("e1")
+    goodbye = tone_frames(heard, rate, 660.0)
+    assert abs(goodbye.frames - 75) <= 1, f"goodbye lasted {goodbye.frames * 20} ms of 1500"
+    assert goodbye.gaps == 0
+
+
+def test_caller_hangup_closes_with_1000_and_leaves_nothing_behind(call_bed, sim):
+    bed = call_bed({"greeter": {"elevenlabs_agent_id": "agent_greeting"}})
+    bed.call("greeter", "caller-warm-1")
+    bed.result()
+    bed.wait_idle()
+    before = bed.ast.process_stats()
+    for i in range(50):
+        bed.call("greeter", f"caller-h{i}-1")
+        assert bed.result(index=i + 1)["Status"] == "CALLER_HANGUP"
+    bed.wait_idle()
+    records = sim.wait_for_conversations(51)
+    assert all(r.closed.wait(5) for r in records)
+    assert [r.close_code for r in records] == [1000] * 51
+    assert all(r.closed_by == "client" for r in records)
+    after = bed.ast.process_stats()
+    assert after["threads"] <= before["threads"] + 2, (before, after)
+    assert after["fds"] <= before["fds"] + 2, (before, after)
+    assert "Live calls:      0" in bed.ast.cli("elevenlabs show runtime")
+
+
+def test_alaw_caller_gets_correct_audio_both_ways(call_bed, sim):
+    bed = call_bed({"listener": {"elevenlabs_agent_id": "agent_listener", "elevenlabs_audio_frames_buffer_ms": 20},
+                    "greeter": {"elevenlabs_agent_id": "agent_greeting"}})
+    bed.call("listener", "talk-a1-1-speak1k-1", codecs="alaw")
+    bed.call("greeter", "caller-a2-5", codecs="alaw")
+    bed.result(index=1)
+    received = next(r for r in sim.wait_for_conversations(2) if r.agent_id == "agent_listener").received_audio
+    samples = np.frombuffer(audio.decode(received, "ulaw_8000"), dtype="<i2").astype(np.float64)
+    assert abs(tone_frames(samples, 8000, 1000.0).frames - 50) <= 1
+    heard, rate = bed.heard("a2")
+    greeting = tone_frames(heard, rate, 440.0)
+    assert abs(greeting.frames - 150) <= 1 and greeting.gaps == 0
+
+
+def test_wideband_agent_gets_correct_audio_both_ways(call_bed, sim):
+    bed = call_bed({"wide": {"elevenlabs_agent_id": "agent_wideband", "elevenlabs_audio_frames_buffer_ms": 20}})
+    bed.call("wide", "talk-w1-3-speak1k-1", codecs="ulaw")
+    bed.result()
+    record = sim.wait_for_conversations(1)[0]
+    samples = np.frombuffer(record.received_audio, dtype="<i2").astype(np.float64)
+    speech = tone_frames(samples, 16000, 1000.0)
+    assert abs(speech.frames - 50) <= 1, f"agent heard {speech.frames * 20} ms of 1000 ms at 16 kHz"
+    heard, rate = bed.heard("w1")
+    greeting = tone_frames(heard, rate, 440.0)
+    assert abs(greeting.frames - 100) <= 1 and greeting.gaps == 0
+
+
+def test_twenty_concurrent_calls_have_clean_audio(call_bed, sim):
+    bed = call_bed({"greeter": {"elevenlabs_agent_id": "agent_greeting"}})
+    for i in range(20):
+        bed.call("greeter", f"caller-c{i}-6")
+    for i in range(20):
+        assert bed.result(index=i, timeout=60)["Status"] == "CALLER_HANGUP"
+    for i in range(20):
+        heard, rate = bed.heard(f"c{i}")
+        span = tone_frames(heard, rate, 440.0)
+        assert abs(span.frames - 150) <= 1 and span.gaps == 0, f"call {i}: {span.frames} frames, {span.gaps} gaps"
+    bed.wait_idle()
+
+
+def test_signed_url_401_fails_into_the_dialplan(call_bed, sim):
+    bed = call_bed({"badkey": {"elevenlabs_agent_id": "agent_greeting", "elevenlabs_api_key": "sk_wrong_key_0000000000",
+                               "max_connection_attempts": 1}})
+    bed.call("badkey", "caller-f1-10")
+    result = bed.result()
+    assert result["Status"] == "FAILED"
+    assert result["Where"] == "dialplan"
+    assert "401" in result["Reason"]
+    assert "sk_wrong_key" not in bed.ast.log_text()
+
+
+def test_abrupt_drop_mid_call_fails_into_the_dialplan(call_bed, sim):
+    bed = call_bed({"dropper": {"elevenlabs_agent_id": "agent_drop"}})
+    bed.call("dropper", "caller-f2-10")
+    result = bed.result()
+    assert result["Status"] == "FAILED"
+    assert result["Where"] == "dialplan"
+    assert re.search(r"lost|drop|closed", result["Reason"], re.I), result["Reason"]
+    assert result["Conversation"] == sim.conversations[0].conversation_id

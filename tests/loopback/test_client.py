@@ -143,6 +143,7 @@ async def _http_server(statuses: list[int], hits: list[int]) -> asyncio.Server:
         )
         await writer.drain()
         writer.close()
+        await writer.wait_closed()
 
     return await asyncio.start_server(handle, "127.0.0.1", 0)
 
@@ -179,7 +180,8 @@ def test_websocket_handshake_timeout_is_bounded():
 
     async def main():
         async def silent(reader, writer):
-            await asyncio.sleep(10)
+            await reader.read()  # until the client gives up
+            writer.close()
 
         server = await asyncio.start_server(silent, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
