@@ -223,8 +223,11 @@ class AgentConversation:
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and not isinstance(task.exception(), (ConnectionClosed, type(None))):
-            log.error("%s: task failed", self._cid, exc_info=task.exception())
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None and not isinstance(exc, ConnectionClosed):
+            log.error("%s: task failed", self._cid, exc_info=exc)
 
     async def _cancel_tasks(self) -> None:
         """Cancel every task but the calling one and wait for them."""

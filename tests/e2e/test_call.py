@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import time
+import wave
 
 import numpy as np
 import pytest
@@ -68,8 +69,16 @@ class CallBed:
                 raise AssertionError(f"no result for call {index}: {self.ast.log_text()[-3000:]}")
             time.sleep(0.05)
 
-    def heard(self, tag: str):
-        return read_wav(self.ast.recording(f"{tag}-heard.wav"))
+    def heard(self, tag: str, timeout: float = 10.0):
+        """What the caller heard; MixMonitor finishes the file after the hangup."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return read_wav(self.ast.recording(f"{tag}-heard.wav"))
+            except (OSError, EOFError, wave.Error):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def wait_idle(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -128,6 +137,7 @@ def test_barge_in_stops_the_old_response_and_plays_the_reply(call_bed, sim):
     assert [m["audio_event"]["event_id"] for m in record.sent_of_type("audio")].count(reply_id - 1) > 3  # stale sent
 
     heard, rate = bed.heard("b1")
+    bed.wait_idle()
     said, _ = read_wav(bed.ast.recording("b1-said.wav"))
     greeting = tone_frames(heard, rate, 440.0)
     reply = tone_frames(heard, rate, 880.0)

@@ -518,11 +518,28 @@ def test_tls(tmp_path: Path) -> None:
 
 
 def test_async_api() -> None:
-    async def main() -> ClientRun:
-        async with Simulator(SimConfig(api_key=API_KEY, default_script=AgentScript(**FAST))) as sim:
+    config = SimConfig(api_key=API_KEY, default_script=AgentScript(**FAST))
+
+    async def with_context_manager() -> ClientRun:
+        async with Simulator(config) as sim:
             return await _talk(agent_url(sim), hangup_after=0.2)
 
-    assert asyncio.run(main()).received[0]["type"] == "conversation_initiation_metadata"
+    async def with_serve_async() -> ClientRun:
+        sim = Simulator(config)
+        server = asyncio.create_task(sim.serve_async())
+        async with asyncio.timeout(5):
+            while not sim.conversations:
+                await asyncio.sleep(0.01)
+                try:
+                    run = await _talk(agent_url(sim), hangup_after=0.2)
+                except RuntimeError:  # no port yet
+                    continue
+            await asyncio.to_thread(sim.stop)  # from another thread, serve_async() returns
+            await server
+        return run
+
+    assert asyncio.run(with_context_manager()).received[0]["type"] == "conversation_initiation_metadata"
+    assert asyncio.run(with_serve_async()).received[0]["type"] == "conversation_initiation_metadata"
 
 
 def test_speech_with_espeak() -> None:
