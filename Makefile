@@ -113,12 +113,12 @@ $(DEV_VENV)/.installed: pyproject.toml setup.py csrc/ring.c csrc/ring.h csrc/rin
 
 # The test bed (system Asterisk, or the sid root) is prepared by the same script CI runs.
 test: dev
-	CONVAI_TESTBED_ROOT="$$(tests/testbed/prepare.sh "$(TESTBED_ROOT)")" \
-		$(DEV_PYTHON) -m pytest -ra tests
+	root="$$(tests/testbed/prepare.sh "$(TESTBED_ROOT)")" || exit 1; \
+		CONVAI_TESTBED_ROOT="$$root" $(DEV_PYTHON) -m pytest -ra tests
 
 bench: dev
-	CONVAI_TESTBED_ROOT="$$(tests/testbed/prepare.sh "$(TESTBED_ROOT)")" \
-		$(DEV_PYTHON) -m tests.bench
+	root="$$(tests/testbed/prepare.sh "$(TESTBED_ROOT)")" || exit 1; \
+		CONVAI_TESTBED_ROOT="$$root" $(DEV_PYTHON) -m tests.bench
 
 clean:
 	rm -rf $(BUILD) pyconvai/_ring.c pyconvai/_ring*.so pyconvai/_ring*.o *.egg-info

@@ -81,9 +81,9 @@ class AudioFormat:
         """Byte value of digital silence (0x00 for PCM, 0xFF for μ-law)."""
         return 0x00 if self.encoding == "pcm" else 0xFF
 
-    def frame_bytes(self, ms: int = 20) -> int:
-        """Bytes in ``ms`` milliseconds of audio (whole samples)."""
-        return self.sample_rate * ms // 1000 * self.bytes_per_sample
+    def frame_bytes(self, ms: float = 20) -> int:
+        """Bytes in ``ms`` milliseconds of audio (whole samples, rounded down)."""
+        return int(self.sample_rate * ms // 1000) * self.bytes_per_sample
 
     def __str__(self) -> str:
         return self.name

@@ -71,6 +71,8 @@ def test_audio_format_rejects(name):
 def test_frame_bytes_whole_samples():
     assert AudioFormat("pcm", 22050).frame_bytes(10) == 220 * 2
     assert AudioFormat("ulaw", 8000).frame_bytes(240) == 1920
+    size = AudioFormat("ulaw", 8000).frame_bytes(0.020 * 1000)  # float ms still gives an int
+    assert size == 160 and isinstance(size, int)
 
 
 # --- server messages ----------------------------------------------------------------
