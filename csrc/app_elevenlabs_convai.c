@@ -30,6 +30,7 @@
 
 #include <dlfcn.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "asterisk/app.h"
@@ -40,6 +41,7 @@
 #include "asterisk/format_cache.h"
 #include "asterisk/framehook.h"
 #include "asterisk/logger.h"
+#include "asterisk/manager.h"
 #include "asterisk/module.h"
 #include "asterisk/pbx.h"
 #include "asterisk/strings.h"
@@ -68,6 +70,8 @@
 /*! Downlink holds only a few frames; Python keeps it topped up. */
 #define CONVAI_DOWNLINK_BYTES (64 * 1024)
 #define CONVAI_CONTROL_BYTES (64 * 1024)
+/*! Clock records of about 20 s of frames; Python drains them every 20 ms. */
+#define CONVAI_CLOCK_BYTES (64 * 1024)
 #define CONVAI_CONTROL_MAX_PAYLOAD 8192
 /*! How long Python may stay silent after start before the call is failed. */
 #define CONVAI_STARTUP_GRACE_SECONDS 5
@@ -240,6 +244,7 @@ struct convai_call {
 	struct convai_ring *uplink;
 	struct convai_ring *downlink;
 	struct convai_ring *control;
+	struct convai_ring *clock;
 	struct convai_capture *capture;
 	struct ast_timer *timer;
 	/*! Python's call object (embed.c handle). */
@@ -257,6 +262,7 @@ struct convai_call {
 	unsigned int frames_since_epoch;
 	int playing;
 	int ended;
+	struct timeval started;
 	char status[32];
 	char conversation_id[128];
 	char reason[512];
@@ -487,7 +493,7 @@ static const char *convai_venv_path(void)
 	return venv;
 }
 
-/* Logging bridge: pyconvai's lines, from any thread, GIL held, no channel lock. */
+/* Host services for pyconvai: called from its threads, GIL held, no channel lock. */
 
 static void convai_log_from_python(enum convai_log_level level, const char *message)
 {
@@ -510,6 +516,16 @@ static void convai_log_from_python(enum convai_log_level level, const char *mess
 	}
 }
 
+static void convai_manager_event_from_python(const char *event, const char *body)
+{
+	manager_event(EVENT_FLAG_CALL, event, "%s", body);
+}
+
+static const struct convai_host convai_host_services = {
+	.log = convai_log_from_python,
+	.manager_event = convai_manager_event_from_python,
+};
+
 static int convai_start_runtime(void)
 {
 	const char *venv = convai_venv_path();
@@ -517,7 +533,7 @@ static int convai_start_runtime(void)
 	if (convai_embed_running()) {
 		return 0;
 	}
-	if (convai_embed_start(venv, CONVAI_LIBPYTHON, convai_log_from_python)) {
+	if (convai_embed_start(venv, CONVAI_LIBPYTHON, &convai_host_services)) {
 		ast_log(LOG_ERROR, "The Python runtime did not start (venv %s); calls will fail until it does ('elevenlabs reload' retries)\n",
 			venv);
 		return -1;
@@ -744,6 +760,10 @@ static void convai_handle_control(struct convai_call *call)
 		case CONVAI_CONTROL_STARTED:
 			ast_copy_string(call->conversation_id, parts[0], sizeof(call->conversation_id));
 			pbx_builtin_setvar_helper(call->chan, "ELEVENLABS_CONVERSATION_ID", call->conversation_id);
+			manager_event(EVENT_FLAG_CALL, "ElevenLabsConversationStarted",
+				"Channel: %s\r\nUniqueid: %s\r\nAgent: %s\r\nConversationID: %s\r\n",
+				ast_channel_name(call->chan), ast_channel_uniqueid(call->chan), call->agent->name,
+				call->conversation_id);
 			break;
 		case CONVAI_CONTROL_END:
 			if (!ast_strlen_zero(parts[1])) {
@@ -753,10 +773,6 @@ static void convai_handle_control(struct convai_call *call)
 			break;
 		case CONVAI_CONTROL_SETVAR:
 			pbx_builtin_setvar_helper(call->chan, parts[0], parts[1]);
-			break;
-		case CONVAI_CONTROL_MANAGER_EVENT:
-			manager_event(EVENT_FLAG_CALL, parts[0], "Channel: %s\r\nUniqueid: %s\r\n%s",
-				ast_channel_name(call->chan), ast_channel_uniqueid(call->chan), parts[1]);
 			break;
 		default:
 			ast_log(LOG_WARNING, "%s: unknown control record %u from pyconvai\n",
@@ -783,6 +799,8 @@ static void convai_play_due_frames(struct convai_call *call)
 		.data.ptr = buf + AST_FRIENDLY_OFFSET,
 	};
 	struct timeval now = ast_tvnow();
+	struct convai_clock_record record;
+	struct timespec written_at;
 	unsigned int due, written = 0;
 
 	if (!call->out_format) {
@@ -792,9 +810,10 @@ static void convai_play_due_frames(struct convai_call *call)
 		call->play_epoch = now;
 		call->frames_since_epoch = 0;
 	}
-	due = ast_tvdiff_ms(now, call->play_epoch) / CONVAI_FRAME_MS + 1;
+	/* Round to the nearest deadline: a tick a few microseconds early is still that tick. */
+	due = (ast_tvdiff_us(now, call->play_epoch) + CONVAI_FRAME_MS * 500) / (CONVAI_FRAME_MS * 1000) + 1;
 	while (call->frames_since_epoch < due && written < CONVAI_MAX_CATCHUP_FRAMES) {
-		if (convai_ring_pop_exact(call->downlink, frame.data.ptr, call->frame_bytes)) {
+		if (convai_ring_pop_frame(call->downlink, frame.data.ptr, call->frame_bytes, &record.position)) {
 			/* Nothing queued: restart the deadlines when audio comes back. */
 			call->playing = 0;
 			return;
@@ -805,6 +824,10 @@ static void convai_play_due_frames(struct convai_call *call)
 		if (ast_write(call->chan, &frame)) {
 			ast_debug(3, "%s: ast_write of an agent frame failed\n", ast_channel_name(call->chan));
 		}
+		/* Tell Python when this frame went out: latency, barge-in and pacing figures. */
+		clock_gettime(CLOCK_MONOTONIC, &written_at);
+		record.written_ns = (uint64_t) written_at.tv_sec * 1000000000ULL + (uint64_t) written_at.tv_nsec;
+		convai_ring_push(call->clock, &record, sizeof(record));
 		call->playing = 1;
 		call->frames_since_epoch++;
 		written++;
@@ -863,7 +886,8 @@ static int convai_call_open(struct convai_call *call)
 	call->uplink = convai_ring_alloc(CONVAI_UPLINK_BYTES);
 	call->downlink = convai_ring_alloc(CONVAI_DOWNLINK_BYTES);
 	call->control = convai_ring_alloc(CONVAI_CONTROL_BYTES);
-	if (!call->uplink || !call->downlink || !call->control) {
+	call->clock = convai_ring_alloc(CONVAI_CLOCK_BYTES);
+	if (!call->uplink || !call->downlink || !call->control || !call->clock) {
 		return -1;
 	}
 	call->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -898,6 +922,7 @@ static void convai_call_close(struct convai_call *call)
 	convai_ring_unref(call->uplink);
 	convai_ring_unref(call->downlink);
 	convai_ring_unref(call->control);
+	convai_ring_unref(call->clock);
 	ao2_cleanup(call->capture);
 	ao2_cleanup(call->out_format);
 	ao2_cleanup(call->saved_write_format);
@@ -961,7 +986,7 @@ static struct convai_agent *convai_find_agent(const char *name)
 
 static int convai_exec(struct ast_channel *chan, const char *data)
 {
-	struct convai_call call = { .chan = chan, .wake_fd = -1, .hook_id = -1 };
+	struct convai_call call = { .chan = chan, .wake_fd = -1, .hook_id = -1, .started = ast_tvnow() };
 	struct convai_call_params params = { 0 };
 	struct ast_flags flags = { 0 };
 	const char *kv[64];
@@ -1009,6 +1034,7 @@ static int convai_exec(struct ast_channel *chan, const char *data)
 	params.uplink = call.uplink;
 	params.downlink = call.downlink;
 	params.control = call.control;
+	params.clock = call.clock;
 	params.wake_fd = call.wake_fd;
 	call.session = convai_embed_call_start(&params);
 	if (!call.session) {
@@ -1032,6 +1058,11 @@ end:
 	convai_set_result(chan, call.status, call.conversation_id, call.reason);
 	ast_verb(3, "%s: ElevenLabs conversation ended: %s (%s)\n", ast_channel_name(chan), call.status,
 		call.reason);
+	manager_event(EVENT_FLAG_CALL, "ElevenLabsConversationEnded",
+		"Channel: %s\r\nUniqueid: %s\r\nAgent: %s\r\nConversationID: %s\r\nStatus: %s\r\n"
+		"Reason: %s\r\nDuration: %.3f\r\n",
+		ast_channel_name(chan), ast_channel_uniqueid(chan), call.agent->name, call.conversation_id,
+		call.status, call.reason, ast_tvdiff_ms(ast_tvnow(), call.started) / 1000.0);
 	if (!strcmp(call.status, "CALLER_HANGUP")
 		|| (!strcmp(call.status, "AGENT_ENDED") && ast_test_flag(&flags, OPT_HANGUP_ON_END))) {
 		res = -1;
@@ -1125,6 +1156,34 @@ static char *convai_cli_show_runtime(struct ast_cli_entry *e, int cmd, struct as
 	return CLI_SUCCESS;
 }
 
+static char *convai_cli_show_calls(struct ast_cli_entry *e, int cmd, struct ast_cli_args *a)
+{
+	char *text;
+
+	switch (cmd) {
+	case CLI_INIT:
+		e->command = "elevenlabs show calls";
+		e->usage = "Usage: elevenlabs show calls\n"
+			"       List live conversations: channel, agent, conversation id, duration,\n"
+			"       caller frames in, agent frames out, underruns, interruptions and the\n"
+			"       last downlink latency (agent audio received -> first frame written).\n";
+		return NULL;
+	case CLI_GENERATE:
+		return NULL;
+	}
+	if (a->argc != e->args) {
+		return CLI_SHOWUSAGE;
+	}
+	if (!convai_embed_running()) {
+		ast_cli(a->fd, "The Python runtime is not running.\n");
+		return CLI_SUCCESS;
+	}
+	text = convai_embed_describe_calls();
+	ast_cli(a->fd, "%s", S_OR(text, "(no answer from the runtime)\n"));
+	ast_std_free(text);
+	return CLI_SUCCESS;
+}
+
 static char *convai_cli_debug(struct ast_cli_entry *e, int cmd, struct ast_cli_args *a)
 {
 	static const char *const choices[] = { "on", "off", NULL };
@@ -1188,6 +1247,7 @@ static char *convai_cli_reload(struct ast_cli_entry *e, int cmd, struct ast_cli_
 static struct ast_cli_entry convai_cli[] = {
 	AST_CLI_DEFINE(convai_cli_show_agents, "List ElevenLabs agents"),
 	AST_CLI_DEFINE(convai_cli_show_runtime, "Show the embedded Python runtime"),
+	AST_CLI_DEFINE(convai_cli_show_calls, "List live ElevenLabs conversations"),
 	AST_CLI_DEFINE(convai_cli_debug, "Enable or disable ElevenLabs debug logging"),
 	AST_CLI_DEFINE(convai_cli_reload, "Reload elevenlabs.conf"),
 };

@@ -32,7 +32,7 @@
 
 /*! pyconvai.runtime; a strong reference kept for the life of the process. */
 static PyObject *runtime;
-static convai_log_fn host_log;
+static const struct convai_host *host;
 static int running;
 
 static void embed_log(enum convai_log_level level, const char *fmt, ...)
@@ -46,8 +46,8 @@ static void embed_log(enum convai_log_level level, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	if (host_log) {
-		host_log(level, line);
+	if (host) {
+		host->log(level, line);
 	}
 }
 
@@ -89,14 +89,30 @@ static PyObject *host_module_log(PyObject *self, PyObject *args)
 		level = CONVAI_LOG_NOTICE;
 	}
 	/* Keep the GIL: ast_log only queues the line and takes no channel lock. */
-	if (host_log) {
-		host_log(level, message);
+	if (host) {
+		host->log(level, message);
+	}
+	Py_RETURN_NONE;
+}
+
+static PyObject *host_module_manager_event(PyObject *self, PyObject *args)
+{
+	const char *event, *body;
+
+	if (!PyArg_ParseTuple(args, "ss", &event, &body)) {
+		return NULL;
+	}
+	/* manager_event takes no channel lock and never calls back into Python. */
+	if (host) {
+		host->manager_event(event, body);
 	}
 	Py_RETURN_NONE;
 }
 
 static PyMethodDef host_module_methods[] = {
 	{ "log", host_module_log, METH_VARARGS, "log(level, message): write a line to Asterisk's logger" },
+	{ "manager_event", host_module_manager_event, METH_VARARGS,
+		"manager_event(event, body): raise an AMI event; body is 'Header: value\\r\\n' lines" },
 	{ NULL, NULL, 0, NULL },
 };
 
@@ -178,11 +194,11 @@ static int embed_initialize(const char *venv)
 	return 0;
 }
 
-int convai_embed_start(const char *venv, const char *libpython, convai_log_fn log)
+int convai_embed_start(const char *venv, const char *libpython, const struct convai_host *services)
 {
 	PyObject *result;
 
-	host_log = log;
+	host = services;
 	if (running) {
 		return 0;
 	}
@@ -332,10 +348,11 @@ void *convai_embed_call_start(const struct convai_call_params *params)
 		 * Python takes its own reference on each ring and dups wake_fd before
 		 * start_call returns, so either side may finish first.
 		 */
-		call = PyObject_CallMethod(runtime, "start_call", "OKKKi", settings,
+		call = PyObject_CallMethod(runtime, "start_call", "OKKKKi", settings,
 			(unsigned long long) (uintptr_t) params->uplink,
 			(unsigned long long) (uintptr_t) params->downlink,
 			(unsigned long long) (uintptr_t) params->control,
+			(unsigned long long) (uintptr_t) params->clock,
 			params->wake_fd);
 	}
 	if (!call) {

@@ -20,6 +20,8 @@
 #ifndef CONVAI_EMBED_H
 #define CONVAI_EMBED_H
 
+#include <stdint.h>
+
 struct convai_ring;
 
 /*! \brief Severity of a line that pyconvai logs through Asterisk's logger. */
@@ -31,8 +33,24 @@ enum convai_log_level {
 	CONVAI_LOG_ERROR,
 };
 
-/*! \brief Where pyconvai's log lines go; called from any thread, GIL held. */
-typedef void (*convai_log_fn)(enum convai_log_level level, const char *message);
+/*!
+ * \brief Services the Asterisk glue offers pyconvai. Called from pyconvai's
+ * threads with the GIL held: they must not block on Python nor lock a channel.
+ */
+struct convai_host {
+	/*! Write one line to Asterisk's logger. */
+	void (*log)(enum convai_log_level level, const char *message);
+	/*! Raise an AMI event; \a body is "Header: value\r\n" lines. */
+	void (*manager_event)(const char *event, const char *body);
+};
+
+/*! \brief A frame the channel thread wrote, as told to Python through the clock ring. */
+struct convai_clock_record {
+	/*! Stream index of the frame's first byte in the downlink ring. */
+	uint64_t position;
+	/*! When ast_write() returned, CLOCK_MONOTONIC in nanoseconds. */
+	uint64_t written_ns;
+};
 
 /*!
  * \brief Control records, Python -> channel thread, through the control ring.
@@ -48,10 +66,8 @@ enum convai_control {
 	CONVAI_CONTROL_END = 2,
 	/*! "name\0value": set a channel variable. */
 	CONVAI_CONTROL_SETVAR = 3,
-	/*! "event\0header: value\r\n...": raise an AMI event. */
-	CONVAI_CONTROL_MANAGER_EVENT = 4,
 	/*! "conversation_id": the agent accepted the call. */
-	CONVAI_CONTROL_STARTED = 5,
+	CONVAI_CONTROL_STARTED = 4,
 };
 
 /*! \brief Size of a control record header. */
@@ -67,6 +83,8 @@ struct convai_call_params {
 	struct convai_ring *downlink;
 	/*! Control records, Python -> channel thread. */
 	struct convai_ring *control;
+	/*! struct convai_clock_record for every frame written, channel thread -> Python. */
+	struct convai_ring *clock;
 	/*! eventfd written by Python after each control record; Python dups it. */
 	int wake_fd;
 };
@@ -75,11 +93,11 @@ struct convai_call_params {
  * \brief Start the interpreter and pyconvai's threads (once per process).
  * \param venv virtual environment holding pyconvai and its dependencies
  * \param libpython soname to promote to RTLD_GLOBAL so that C extensions resolve
- * \param log receives every line pyconvai logs (and this file's own errors)
+ * \param host logging and AMI services; also receives this file's own errors
  * \retval 0 running
  * \retval -1 failed (logged); later calls report the runtime as unavailable
  */
-int convai_embed_start(const char *venv, const char *libpython, convai_log_fn log);
+int convai_embed_start(const char *venv, const char *libpython, const struct convai_host *host);
 
 /*! \brief Nonzero once convai_embed_start() succeeded. */
 int convai_embed_running(void);

@@ -174,7 +174,7 @@ size_t convai_ring_push_overwrite(struct convai_ring *ring, const void *data, si
 }
 
 /*! \internal \brief Consumer: take \a min..\a max bytes, or none if fewer than \a min are queued. */
-static size_t ring_take(struct convai_ring *ring, void *out, size_t min, size_t max)
+static size_t ring_take(struct convai_ring *ring, void *out, size_t min, size_t max, uint64_t *position)
 {
 	for (;;) {
 		uint64_t tail = atomic_load_explicit(&ring->tail, memory_order_acquire);
@@ -192,6 +192,9 @@ static size_t ring_take(struct convai_ring *ring, void *out, size_t min, size_t 
 		if (atomic_compare_exchange_strong_explicit(&ring->tail, &tail, tail + count,
 				memory_order_acq_rel, memory_order_acquire)) {
 			atomic_fetch_add_explicit(&ring->popped, count, memory_order_relaxed);
+			if (position) {
+				*position = tail;
+			}
 			return count;
 		}
 	}
@@ -199,7 +202,7 @@ static size_t ring_take(struct convai_ring *ring, void *out, size_t min, size_t 
 
 size_t convai_ring_pop(struct convai_ring *ring, void *out, size_t max)
 {
-	return ring_take(ring, out, 1, max);
+	return ring_take(ring, out, 1, max, NULL);
 }
 
 int convai_ring_pop_exact(struct convai_ring *ring, void *out, size_t len)
@@ -207,7 +210,15 @@ int convai_ring_pop_exact(struct convai_ring *ring, void *out, size_t len)
 	if (!len) {
 		return 0;
 	}
-	return ring_take(ring, out, len, len) == len ? 0 : -1;
+	return ring_take(ring, out, len, len, NULL) == len ? 0 : -1;
+}
+
+int convai_ring_pop_frame(struct convai_ring *ring, void *out, size_t len, uint64_t *position)
+{
+	if (!len) {
+		return -1;
+	}
+	return ring_take(ring, out, len, len, position) == len ? 0 : -1;
 }
 
 size_t convai_ring_discard(struct convai_ring *ring)

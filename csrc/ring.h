@@ -75,6 +75,13 @@ size_t convai_ring_pop(struct convai_ring *ring, void *out, size_t max);
 int convai_ring_pop_exact(struct convai_ring *ring, void *out, size_t len);
 
 /*!
+ * \brief Consumer: like convai_ring_pop_exact(), and tell where the frame was.
+ * \param[out] position the frame's first byte as an absolute stream index
+ *             (the producer's convai_ring_pushed() when it pushed that byte)
+ */
+int convai_ring_pop_frame(struct convai_ring *ring, void *out, size_t len, uint64_t *position);
+
+/*!
  * \brief Producer: drop everything queued now (barge-in flush).
  * Bytes pushed after this call are kept.
  * \return the number of bytes dropped

@@ -15,6 +15,7 @@ ffibuilder.cdef(
     size_t convai_ring_push_overwrite(struct convai_ring *ring, const void *data, size_t len, size_t unit);
     size_t convai_ring_pop(struct convai_ring *ring, void *out, size_t max);
     int convai_ring_pop_exact(struct convai_ring *ring, void *out, size_t len);
+    int convai_ring_pop_frame(struct convai_ring *ring, void *out, size_t len, uint64_t *position);
     size_t convai_ring_discard(struct convai_ring *ring);
     uint64_t convai_ring_pushed(const struct convai_ring *ring);
     uint64_t convai_ring_popped(const struct convai_ring *ring);

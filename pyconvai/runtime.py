@@ -17,16 +17,12 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-import os
-import struct
 import sys
 import threading
 import time
 from collections.abc import Mapping
 
-from .config import SettingsError, session_settings
-from .ring import Ring
-from .session import EndStatus, FormatsNegotiated, ConversationStarted, Session, SessionEnded
+from .call import Call
 
 try:  # Provided by the module that embeds us; absent under plain pytest.
     import _convai_host
@@ -36,17 +32,6 @@ except ImportError:  # pragma: no cover - exercised only outside Asterisk
 log = logging.getLogger("pyconvai")
 
 FRAME_SECONDS = 0.020
-#: Frames kept in a call's downlink ring ahead of the channel thread.
-FRAMES_AHEAD = 3
-#: Longest play-out of queued audio after the agent ended the call, beyond its length.
-DRAIN_SLACK_SECONDS = 1.0
-
-# Control records, Python -> channel thread: mirrors enum convai_control in csrc/embed.h.
-CONTROL_FORMATS = 1
-CONTROL_END = 2
-CONTROL_SETVAR = 3
-CONTROL_MANAGER_EVENT = 4
-CONTROL_STARTED = 5
 
 
 class HostLogHandler(logging.Handler):
@@ -79,150 +64,12 @@ class HostLogHandler(logging.Handler):
             self.handleError(record)
 
 
-def end_reason(ended: SessionEnded) -> str:
-    """ELEVENLABS_END_REASON: the reason, with the close code and its reason when there was one."""
-    if ended.close_code is None or str(ended.close_code) in ended.reason:
-        return ended.reason
-    detail = f"close {ended.close_code}"
-    if ended.close_reason and ended.close_reason not in ended.reason:
-        detail += f" {ended.close_reason}"
-    return f"{ended.reason} ({detail})"
-
-
-class Call:
-    """One call: a Session joined to the module's rings, control ring and wake fd.
-
-    Threads: created on a PBX thread (GIL held, no channel lock); the session
-    and the listener run on the asyncio thread; playback_tick() runs on the
-    playback thread and is the only producer of the downlink ring (the
-    session's flush hook, ring.discard, runs under the playback queue's lock
-    that transfer() also holds). Control records come from both Python
-    threads, serialised by a lock.
-    """
-
-    def __init__(self, runtime: "Runtime", settings: Mapping[str, str], uplink: int, downlink: int,
-                 control: int, wake_fd: int) -> None:
-        self.runtime = runtime
-        self.channel = settings.get("channel", "?")
-        self.agent = settings.get("agent", "?")
-        self.uplink = Ring.attach(uplink)
-        self.downlink = Ring.attach(downlink)
-        self.control = Ring.attach(control)
-        # Our own descriptor: the module may close its copy before we are done.
-        self.wake_fd = os.dup(wake_fd)
-        self._control_lock = threading.Lock()
-        self.frame_bytes = 0
-        self.sample_bytes = 1
-        self.started_at = time.monotonic()
-        self.ended: SessionEnded | None = None
-        self.drain_deadline = 0.0
-        self.finished = False
-        self.underruns = 0
-        self.frames_out = 0
-        self._was_playing = False
-        try:
-            self.session = Session(session_settings(settings), listener=self._on_event)
-        except SettingsError as exc:
-            self.session = None
-            log.error("%s: unusable settings for agent %s: %s", self.channel, self.agent, exc)
-            self._finish(SessionEnded(EndStatus.CONFIG_ERROR, str(exc), None))
-            return
-        self.session.playback.set_flush_hook(self.downlink.discard)
-
-    # asyncio thread
-
-    async def run(self) -> None:
-        if self.session is None:
-            return
-        ended = await self.session.run()
-        if ended.status is EndStatus.AGENT_ENDED and not self.finished:
-            # Let the playback thread play what is queued, within a bound.
-            self.session.playback.finish()
-            queued = self.session.playback.queued_ms / 1000 + self.downlink.used / max(1, self.frame_bytes) * FRAME_SECONDS
-            self.drain_deadline = time.monotonic() + queued + DRAIN_SLACK_SECONDS
-            self.ended = ended
-        else:
-            self._finish(ended)
-
-    def pump_uplink(self) -> None:
-        """Move caller audio captured by the framehook into the session."""
-        if self.session is None or self.finished:
-            return
-        data = self.uplink.pop()
-        while data:
-            self.session.feed_caller_audio(data)
-            data = self.uplink.pop()
-
-    def _on_event(self, event: object) -> None:
-        if isinstance(event, FormatsNegotiated):
-            self.frame_bytes = event.output_format.frame_bytes(FRAME_SECONDS * 1000)
-            self.send_control(CONTROL_FORMATS, event.input_format.name, event.output_format.name)
-        elif isinstance(event, ConversationStarted):
-            self.send_control(CONTROL_STARTED, event.conversation_id)
-
-    # playback thread
-
-    def playback_tick(self) -> None:
-        """Keep the downlink FRAMES_AHEAD frames ahead; end the call once drained."""
-        if self.finished or self.session is None or not self.frame_bytes:
-            return
-        playback = self.session.playback
-        queued_before = playback.queued_frames
-        ahead = self.downlink.used // self.frame_bytes
-        if ahead == 0 and queued_before and self._was_playing:
-            self.underruns += 1
-        if ahead < FRAMES_AHEAD:
-            moved = playback.transfer(self.downlink.push, FRAMES_AHEAD - ahead)
-            self.frames_out += moved
-            self._was_playing = moved > 0 or ahead > 0
-        if self.ended is not None:
-            drained = playback.queued_frames == 0 and self.downlink.used < self.frame_bytes
-            if drained or time.monotonic() > self.drain_deadline:
-                self._finish(self.ended)
-
-    # any thread
-
-    def hangup(self, reason: str) -> None:
-        """The caller has gone (or Asterisk stops): close the socket with 1000."""
-        if self.session is not None:
-            self.session.hangup(reason)
-        if self.ended is not None:
-            self._finish(self.ended)
-
-    def send_control(self, kind: int, *parts: str) -> None:
-        payload = "\0".join(parts).encode("utf-8", "replace")[:8192]
-        record = struct.pack("<BBH", kind, 0, len(payload)) + payload
-        with self._control_lock:
-            if not self.control.push(record):
-                log.error("%s: control ring full; record %d lost", self.channel, kind)
-                return
-            try:
-                os.write(self.wake_fd, (1).to_bytes(8, sys.byteorder))
-            except OSError as exc:  # EAGAIN: the counter is saturated, the module is awake anyway
-                log.debug("%s: wake failed: %s", self.channel, exc)
-
-    def _finish(self, ended: SessionEnded) -> None:
-        """Tell the channel thread how the call ended; once."""
-        with self._control_lock:
-            if self.finished:
-                return
-            self.finished = True
-        self.send_control(CONTROL_END, str(ended.status), ended.conversation_id or "", end_reason(ended))
-        self.runtime.forget(self)
-
-    def close(self) -> None:
-        try:
-            os.close(self.wake_fd)
-        except OSError:
-            pass
-
-
 class Runtime:
     """The event loop thread, the playback thread and the live calls."""
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.calls: dict[int, object] = {}
+        self.calls: dict[int, Call] = {}
         self.calls_lock = threading.Lock()
         self._stopping = threading.Event()
         self._loop_thread = threading.Thread(target=self._run_loop, name="pyconvai-asyncio", daemon=True)
@@ -232,7 +79,7 @@ class Runtime:
     def start(self) -> None:
         self._loop_thread.start()
         self._playback_thread.start()
-        asyncio.run_coroutine_threadsafe(self._pump_uplinks(), self.loop)
+        asyncio.run_coroutine_threadsafe(self._pump(), self.loop)
 
     def add(self, call: Call) -> None:
         with self.calls_lock:
@@ -247,17 +94,20 @@ class Runtime:
     def forget(self, call: Call) -> None:
         with self.calls_lock:
             self.calls.pop(id(call), None)
-        call.close()
 
-    async def _pump_uplinks(self) -> None:
-        """Every 20 ms, move each call's captured caller audio into its session."""
+    def schedule(self, callback) -> None:
+        """Run ``callback`` on the asyncio thread (from any thread)."""
+        self.loop.call_soon_threadsafe(callback)
+
+    async def _pump(self) -> None:
+        """Every 20 ms: each call's caller audio into its session, clock records into its stats."""
         next_tick = self.loop.time()
         while not self._stopping.is_set():
             with self.calls_lock:
                 calls = list(self.calls.values())
             for call in calls:
                 try:
-                    call.pump_uplink()
+                    call.pump()
                 except Exception:  # noqa: BLE001 - one call must not stop the others
                     log.exception("%s: caller audio pump failed", call.channel)
             next_tick += FRAME_SECONDS
@@ -348,11 +198,19 @@ def set_debug(on: bool) -> None:
     HostLogHandler.debug_all = bool(on)
 
 
-def start_call(settings: Mapping[str, str], uplink: int, downlink: int, control: int, wake_fd: int) -> Call:
+def start_call(settings: Mapping[str, str], uplink: int, downlink: int, control: int, clock: int,
+               wake_fd: int) -> Call:
     """Start one call; returns at once (the session connects on the asyncio thread)."""
     if _runtime is None:
         raise RuntimeError("pyconvai runtime not started")
-    call = Call(_runtime, settings, uplink, downlink, control, wake_fd)
+    call = Call(
+        settings,
+        {"uplink": uplink, "downlink": downlink, "control": control, "clock": clock},
+        wake_fd,
+        schedule=_runtime.schedule,
+        forget=_runtime.forget,
+        manager_event=_convai_host.manager_event if _convai_host is not None else None,
+    )
     if not call.finished:
         _runtime.add(call)
     return call
@@ -365,11 +223,17 @@ def describe_calls() -> str:
     with _runtime.calls_lock:
         calls = list(_runtime.calls.values())
     now = time.monotonic()
-    lines = [f"{'Channel':<32} {'Agent':<16} {'Conversation':<28} {'Secs':>5} {'FramesOut':>9} {'Underruns':>9}"]
+    lines = [
+        f"{'Channel':<40} {'Agent':<16} {'Conversation':<30} {'Secs':>5} {'FramesIn':>8} {'FramesOut':>9} "
+        f"{'Underruns':>9} {'Interrupts':>10} {'Latency':>8}"
+    ]
     for call in calls:
-        conversation = (call.session.conversation_id if call.session else None) or "-"
-        lines.append(f"{call.channel:<32} {call.agent:<16} {conversation:<28} {now - call.started_at:5.0f} "
-                     f"{call.frames_out:9d} {call.underruns:9d}")
+        latency = call.stats.last_latency_ms
+        lines.append(
+            f"{call.channel:<40} {call.agent:<16} {call.conversation_id or '-':<30} {now - call.started_at:5.0f} "
+            f"{call.frames_in:8d} {call.stats.frames_written:9d} {call.underruns:9d} {call.interruptions:10d} "
+            f"{'-' if latency is None else f'{latency:.0f} ms':>8}"
+        )
     lines.append(f"{len(calls)} call(s)")
     return "\n".join(lines) + "\n"
 

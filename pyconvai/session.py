@@ -64,6 +64,7 @@ from .protocol import (
 
 __all__ = [
     "DEFAULT_SIGNED_URL_ENDPOINT",
+    "AgentAudioQueued",
     "AgentCorrection",
     "ConversationStarted",
     "EndStatus",
@@ -168,6 +169,15 @@ class AgentCorrection:
     original: str
     corrected: str
     event_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentAudioQueued:
+    """Agent audio was accepted into ``playback`` (``received_at``: time.monotonic())."""
+
+    event_id: int | None
+    size: int
+    received_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,6 +473,8 @@ class Session:
         if not self.playback.add(audio, event_id):
             self.counters.stale_chunks_dropped += 1
             self._detail("dropped stale audio event_id=%s (%d bytes)", event_id, len(audio))
+        elif audio:
+            self._emit(AgentAudioQueued(event_id, len(audio), time.monotonic()))
 
     def _on_client_tool_call(self, call: ClientToolCall) -> None:
         self._protocol.client_tool_result(

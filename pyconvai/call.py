@@ -1,0 +1,249 @@
+"""One call: a Session joined to the module's rings, control ring and wake fd.
+
+Threads:
+
+- created on a PBX thread by ``runtime.start_call`` (GIL held, no channel lock);
+- the session, its listener and ``pump()`` run on the asyncio thread, which is
+  the only consumer of the uplink and clock rings;
+- ``playback_tick()`` runs on the playback thread; it is the only producer of
+  the downlink ring, always inside ``PlaybackQueue.transfer()``, whose lock
+  the interruption flush (``ring.discard``) also holds;
+- ``hangup()`` may come from any thread.
+
+Control records go to the channel thread through the control ring and a wake
+on the eventfd; both Python threads send them, serialised by a lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+import orjson
+
+from .config import SettingsError, session_settings
+from .ring import Ring
+from .session import (
+    AgentAudioQueued,
+    ConversationStarted,
+    EndStatus,
+    FormatsNegotiated,
+    InterruptionHappened,
+    Session,
+    SessionEnded,
+    ToolCall,
+    Transcript,
+)
+from .stats import CallStats
+
+log = logging.getLogger("pyconvai.call")
+
+FRAME_MS = 20
+#: Frames kept in the downlink ring ahead of the channel thread.
+FRAMES_AHEAD = 3
+#: Longest play-out of queued audio after the agent ended the call, beyond its length.
+DRAIN_SLACK_SECONDS = 1.0
+
+# Control records, Python -> channel thread: mirrors enum convai_control in csrc/embed.h.
+CONTROL_FORMATS = 1
+CONTROL_END = 2
+CONTROL_SETVAR = 3
+CONTROL_STARTED = 4
+CONTROL_MAX_PAYLOAD = 8192
+
+
+def end_reason(ended: SessionEnded) -> str:
+    """ELEVENLABS_END_REASON: the reason, with the close code and its reason when there was one."""
+    if ended.close_code is None or str(ended.close_code) in ended.reason:
+        return ended.reason
+    detail = f"close {ended.close_code}"
+    if ended.close_reason and ended.close_reason not in ended.reason:
+        detail += f" {ended.close_reason}"
+    return f"{ended.reason} ({detail})"
+
+
+def ami_value(text: object) -> str:
+    """One AMI header value: a single line."""
+    return " ".join(str(text).split())
+
+
+class Call:
+    """The Python half of one ElevenLabsConversationalAI() call."""
+
+    def __init__(
+        self,
+        settings: Mapping[str, str],
+        rings: Mapping[str, int],
+        wake_fd: int,
+        *,
+        schedule: Callable[[Callable[[], None]], None],
+        forget: Callable[["Call"], None],
+        manager_event: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.channel = settings.get("channel", "?")
+        self.uniqueid = settings.get("uniqueid", "")
+        self.agent = settings.get("agent", "?")
+        self.uplink = Ring.attach(rings["uplink"])
+        self.downlink = Ring.attach(rings["downlink"])
+        self.control = Ring.attach(rings["control"])
+        self.clock = Ring.attach(rings["clock"])
+        # Our own descriptor: the module may close its copy before we are done.
+        self.wake_fd = os.dup(wake_fd)
+        self._schedule = schedule  # run a callable on the asyncio thread
+        self._forget = forget
+        self._manager_event = manager_event
+        self._control_lock = threading.Lock()
+        self.stats = CallStats()
+        self.started_at = time.monotonic()
+        self.frame_bytes = 0
+        self.input_frame_bytes = 0
+        self.caller_bytes = 0
+        self.underruns = 0
+        self.interruptions = 0
+        self.ended: SessionEnded | None = None
+        self.drain_deadline = 0.0
+        self.finished = False
+        self._was_playing = False
+        self._drained = False
+        try:
+            self.session: Session | None = Session(session_settings(settings), listener=self._on_event)
+        except SettingsError as exc:
+            self.session = None
+            log.error("%s: unusable settings for agent %s: %s", self.channel, self.agent, exc)
+            self._finish(SessionEnded(EndStatus.CONFIG_ERROR, str(exc), None))
+            return
+        self.session.playback.set_flush_hook(self.downlink.discard)
+
+    @property
+    def conversation_id(self) -> str | None:
+        return self.session.conversation_id if self.session else None
+
+    @property
+    def frames_in(self) -> int:
+        return self.caller_bytes // self.input_frame_bytes if self.input_frame_bytes else 0
+
+    # asyncio thread
+
+    async def run(self) -> None:
+        if self.session is None:
+            return
+        ended = await self.session.run()
+        if ended.status is EndStatus.AGENT_ENDED and not self.finished:
+            # The playback thread plays what is queued (bounded), then asks for _finish.
+            queued_ms = self.session.playback.queued_ms + FRAMES_AHEAD * FRAME_MS
+            self.drain_deadline = time.monotonic() + queued_ms / 1000 + DRAIN_SLACK_SECONDS
+            self.ended = ended
+        else:
+            self._finish(ended)
+
+    def pump(self) -> None:
+        """Caller audio into the session; the module's clock records into the stats."""
+        if self.session is not None and not self.finished:
+            data = self.uplink.pop()
+            while data:
+                self.caller_bytes += len(data)
+                self.session.feed_caller_audio(data)
+                data = self.uplink.pop()
+        self.stats.frames(self.clock.pop())
+        self.stats.settle(time.monotonic())
+
+    def _on_event(self, event: object) -> None:
+        match event:
+            case AgentAudioQueued(received_at=received_at, size=size):
+                nothing_queued = self.downlink.used == 0 and self.session.playback.queued_frames <= (
+                    size // max(1, self.frame_bytes) + 1
+                )
+                self.stats.audio_received(received_at, nothing_queued)
+            case FormatsNegotiated(input_format=fmt_in, output_format=fmt_out):
+                self.frame_bytes = fmt_out.frame_bytes(FRAME_MS)
+                self.input_frame_bytes = fmt_in.frame_bytes(FRAME_MS)
+                self.send_control(CONTROL_FORMATS, fmt_in.name, fmt_out.name)
+            case ConversationStarted(conversation_id=conversation_id):
+                self.send_control(CONTROL_STARTED, conversation_id)
+            case InterruptionHappened(event_id=event_id, dropped_frames=dropped):
+                self.interruptions += 1
+                self.stats.interrupted(time.monotonic(), self.downlink.counters["pushed"])
+                self._event("ElevenLabsInterruption", EventID=event_id, DroppedFrames=dropped)
+            case Transcript(final=True, role=role, text=text, event_id=event_id):
+                self._event("ElevenLabsTranscript", Role=role, EventID=event_id, Text=text)
+            case ToolCall(name=name, tool_call_id=tool_call_id, source=source, parameters=parameters,
+                          is_error=is_error):
+                self._event("ElevenLabsToolCall", Tool=name, ToolCallID=tool_call_id, Source=source,
+                            IsError="yes" if is_error else "no", Parameters=orjson.dumps(parameters).decode())
+
+    # playback thread
+
+    def playback_tick(self) -> None:
+        """Keep the downlink FRAMES_AHEAD frames ahead; ask to end once drained."""
+        if self.finished or self.session is None or not self.frame_bytes:
+            return
+        playback = self.session.playback
+        ahead = self.downlink.used // self.frame_bytes
+        if ahead == 0 and playback.queued_frames and self._was_playing:
+            self.underruns += 1
+        if ahead < FRAMES_AHEAD:
+            moved = playback.transfer(self.downlink.push, FRAMES_AHEAD - ahead)
+            self._was_playing = moved > 0 or ahead > 0
+        if self.ended is not None and not self._drained:
+            empty = playback.queued_frames == 0 and self.downlink.used < self.frame_bytes
+            if empty or time.monotonic() > self.drain_deadline:
+                self._drained = True
+                self._schedule(lambda: self._finish(self.ended))
+
+    # any thread
+
+    def hangup(self, reason: str) -> None:
+        """The caller has gone (or Asterisk stops): close the socket with 1000."""
+        if self.session is not None:
+            self.session.hangup(reason)
+        if self.ended is not None:
+            self._schedule(lambda: self._finish(self.ended))
+
+    def send_control(self, kind: int, *parts: str) -> None:
+        payload = "\0".join(parts).encode("utf-8", "replace")[:CONTROL_MAX_PAYLOAD]
+        record = struct.pack("<BBH", kind, 0, len(payload)) + payload
+        with self._control_lock:
+            if not self.control.push(record):
+                log.error("%s: control ring full; record %d lost", self.channel, kind)
+                return
+            try:
+                os.write(self.wake_fd, (1).to_bytes(8, sys.byteorder))
+            except OSError as exc:  # EAGAIN: the counter is saturated, the module is awake anyway
+                log.debug("%s: wake failed: %s", self.channel, exc)
+
+    def _event(self, name: str, **headers: object) -> None:
+        if self._manager_event is None:
+            return
+        fields = {"Channel": self.channel, "Uniqueid": self.uniqueid, "Agent": self.agent,
+                  "ConversationID": self.conversation_id or "", **headers}
+        self._manager_event(name, "".join(f"{k}: {ami_value(v)}\r\n" for k, v in fields.items()))
+
+    # asyncio thread (or the constructor)
+
+    def _finish(self, ended: SessionEnded) -> None:
+        """Tell the channel thread how the call ended, publish the figures; once."""
+        with self._control_lock:
+            if self.finished:
+                return
+            self.finished = True
+        self.send_control(CONTROL_END, str(ended.status), ended.conversation_id or "", end_reason(ended))
+        self.stats.frames(self.clock.pop())
+        self.stats.settle(float("inf"))
+        self._event(
+            "ElevenLabsConversationStats",
+            Status=ended.status,
+            FramesIn=self.frames_in,
+            Interruptions=self.interruptions,
+            Underruns=self.underruns,
+            **self.stats.ami_headers(),
+        )
+        self._forget(self)
+        try:
+            os.close(self.wake_fd)
+        except OSError:
+            pass

@@ -1,0 +1,121 @@
+"""Per-call figures from the module's clock records: latency, barge-in, pacing.
+
+For every agent frame it writes, the channel thread reports the frame's
+position in the downlink stream and when ``ast_write`` returned
+(``struct convai_clock_record``, CLOCK_MONOTONIC, the clock ``time.monotonic``
+reads). Joined with when Python received audio and interruptions, that gives
+exact figures, with no clock to align:
+
+- downlink latency: agent audio received while the call was silent -> its
+  first frame written;
+- barge-in: interruption received -> last frame of the old response written
+  (0 when none was written after it);
+- pacing: intervals between consecutive frames while audio plays.
+
+No I/O, no threads: the runtime feeds it on the asyncio thread.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import Counter
+from dataclasses import dataclass, field
+
+CLOCK_RECORD = struct.Struct("<QQ")  # struct convai_clock_record: position, written_ns
+
+#: A silence longer than this between two frames ends a burst of playback.
+IDLE_GAP_SECONDS = 0.060
+#: How long after an interruption stale frames are still looked for.
+BARGE_IN_WINDOW_SECONDS = 0.200
+#: Samples kept per call (the oldest go first).
+MAX_SAMPLES = 200
+
+
+@dataclass
+class _PendingInterruption:
+    received_at: float
+    boundary: int  # stream positions below this belong to the old response
+    frames_before: int  # frames written before the interruption arrived
+    last_stale_write: float | None = None
+
+
+@dataclass
+class CallStats:
+    """Figures of one call. Feed it clock records and events; read the results."""
+
+    frames_written: int = 0
+    downlink_latencies: list[float] = field(default_factory=list)
+    barge_in_stops: list[float] = field(default_factory=list)
+    frames_before_interruptions: list[int] = field(default_factory=list)
+    frame_intervals_ms: Counter = field(default_factory=Counter)
+    last_write: float | None = None
+    _awaiting_first_frame: float | None = None
+    _pending: list[_PendingInterruption] = field(default_factory=list)
+
+    def audio_received(self, received_at: float, nothing_queued: bool) -> None:
+        """Agent audio arrived; if nothing was queued or playing, time its first frame."""
+        idle = nothing_queued and (self.last_write is None or received_at - self.last_write > IDLE_GAP_SECONDS)
+        if idle and self._awaiting_first_frame is None:
+            self._awaiting_first_frame = received_at
+
+    def interrupted(self, received_at: float, boundary: int) -> None:
+        """The downlink was flushed; stream positions below ``boundary`` are stale."""
+        self._awaiting_first_frame = None
+        self._pending.append(_PendingInterruption(received_at, boundary, self.frames_written))
+
+    def frames(self, data: bytes) -> None:
+        """Consume clock records popped from the clock ring."""
+        usable = len(data) - len(data) % CLOCK_RECORD.size
+        for position, written_ns in CLOCK_RECORD.iter_unpack(data[:usable]):
+            self._frame(position, written_ns / 1e9)
+
+    def _frame(self, position: int, written: float) -> None:
+        self.frames_written += 1
+        if self.last_write is not None:
+            gap = written - self.last_write
+            if gap <= IDLE_GAP_SECONDS:
+                self.frame_intervals_ms[round(gap * 1000)] += 1
+        self.last_write = written
+        if self._awaiting_first_frame is not None and written >= self._awaiting_first_frame:
+            self._add(self.downlink_latencies, written - self._awaiting_first_frame)
+            self._awaiting_first_frame = None
+        for pending in self._pending:
+            if written < pending.received_at:
+                pending.frames_before += 1  # reported after the interruption was
+            elif position < pending.boundary:
+                pending.last_stale_write = written
+
+    def settle(self, now: float) -> None:
+        """Close barge-in measurements whose window has passed."""
+        keep = []
+        for pending in self._pending:
+            if now - pending.received_at < BARGE_IN_WINDOW_SECONDS:
+                keep.append(pending)
+                continue
+            stop = 0.0 if pending.last_stale_write is None else pending.last_stale_write - pending.received_at
+            self._add(self.barge_in_stops, stop)
+            self.frames_before_interruptions.append(pending.frames_before)
+        self._pending = keep
+
+    @staticmethod
+    def _add(samples: list[float], value: float) -> None:
+        samples.append(value)
+        if len(samples) > MAX_SAMPLES:
+            del samples[0]
+
+    @property
+    def last_latency_ms(self) -> float | None:
+        return self.downlink_latencies[-1] * 1000 if self.downlink_latencies else None
+
+    def ami_headers(self) -> dict[str, str]:
+        """The figures as AMI headers (lists comma-separated, milliseconds)."""
+        def ms(values: list[float]) -> str:
+            return ",".join(f"{v * 1000:.2f}" for v in values)
+
+        return {
+            "FramesOut": str(self.frames_written),
+            "DownlinkLatencyMs": ms(self.downlink_latencies),
+            "BargeInStopMs": ms(self.barge_in_stops),
+            "InterruptedAfterFrames": ",".join(map(str, self.frames_before_interruptions[-MAX_SAMPLES:])),
+            "FrameIntervalsMs": ",".join(f"{k}:{v}" for k, v in sorted(self.frame_intervals_ms.items())),
+        }
