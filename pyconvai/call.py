@@ -238,6 +238,7 @@ class Call:
             "ElevenLabsConversationStats",
             Status=ended.status,
             FramesIn=self.frames_in,
+            CallerAudioDroppedBytes=self.uplink.counters["overflowed"],
             Interruptions=self.interruptions,
             Underruns=self.underruns,
             **self.stats.ami_headers(),

@@ -37,15 +37,14 @@ FRAME_SECONDS = 0.020
 class HostLogHandler(logging.Handler):
     """Send pyconvai's log records to Asterisk's logger.
 
-    DEBUG records pass when "elevenlabs debug on" is set, and always from
-    pyconvai.session, which logs its per-call detail only for calls whose
-    agent (or the global switch at call start) asked for debug.
+    DEBUG records pass when "elevenlabs debug on" is set, or when they come
+    from a call whose agent has debug on (``convai_debug``, set by the session).
     """
 
     debug_all = False
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno > logging.DEBUG or self.debug_all or record.name == "pyconvai.session"
+        return record.levelno > logging.DEBUG or self.debug_all or getattr(record, "convai_debug", False)
 
     def emit(self, record: logging.LogRecord) -> None:
         if _convai_host is None:

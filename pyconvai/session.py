@@ -226,13 +226,18 @@ class SessionCounters:
 
 
 class _Log(logging.LoggerAdapter):
-    """Prefixes every line with the agent name and, once known, the conversation id."""
+    """Prefixes every line with the agent name and, once known, the conversation id.
+
+    Records carry ``convai_debug`` (this call's debug setting) so that a host
+    handler can pass DEBUG lines for the calls that asked for them.
+    """
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         session: Session = self.extra["session"]  # type: ignore[index]
         who = session.settings.agent_name or session.settings.agent_id
         if session.conversation_id:
             who = f"{who} {session.conversation_id}"
+        kwargs.setdefault("extra", {})["convai_debug"] = session.settings.debug
         return f"[{who}] {msg}", kwargs
 
 

@@ -421,7 +421,10 @@ class AgentConversation:
         now = time.monotonic()
         self.record.audio_chunks.append((now, data))
         self._last_audio = now
-        if self._vad.feed(audio.decode(data, self.script.input_format)):
+        onset = self._vad.feed(audio.decode(data, self.script.input_format))
+        if self.script.vad_scores:
+            await self._send(messages.vad_score(round(self._vad.last_score, 3)))
+        if onset:
             await self._on_caller_turn(CALLER_TRANSCRIPT)
 
     def _on_pong(self, event_id: object) -> None:

@@ -58,6 +58,10 @@ def user_transcript(event_id: int, text: str) -> dict:
     }
 
 
+def vad_score(score: float) -> dict:
+    return {"type": "vad_score", "vad_score_event": {"vad_score": score}}
+
+
 def interruption(event_id: int) -> dict:
     return {"type": "interruption", "interruption_event": {"event_id": event_id}}
 

@@ -56,6 +56,8 @@ class AgentScript:
     vad_min_speech_ms: int = 60
     """... for at least this long (the onset) ..."""
     vad_silence_ms: int = 300
+    vad_scores: bool = False
+    """Send a ``vad_score`` for each received chunk (the agent's client_events opt-in)."""
     """... and the utterance ends after this much quiet (the next onset is a new turn)."""
     late_stale_chunks: int = 3
     """Audio chunks of the interrupted response sent right after an interruption."""

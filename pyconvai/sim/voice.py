@@ -110,6 +110,7 @@ class Vad:
         self._loud_ms = 0
         self._quiet_ms = 0
         self.in_speech = False
+        self.last_score = 0.0
 
     def feed(self, pcm16: bytes) -> bool:
         """Add caller audio; True when a new utterance starts within it."""
@@ -118,7 +119,9 @@ class Vad:
         self._pending = data[usable:]
         onset = False
         for pos in range(0, usable, self._frame_bytes):
-            if audio.rms(data[pos : pos + self._frame_bytes]) > self._threshold:
+            level = audio.rms(data[pos : pos + self._frame_bytes])
+            self.last_score = min(1.0, level / (2 * self._threshold))
+            if level > self._threshold:
                 self._loud_ms += 20
                 self._quiet_ms = 0
                 if not self.in_speech and self._loud_ms >= self._min_speech_ms:

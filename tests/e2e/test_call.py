@@ -19,14 +19,14 @@ import pytest
 
 from pyconvai import audio
 from pyconvai.sim import AgentScript, SimConfig, Simulator
-from tests.e2e.calls import dialplan, read_wav, tone_frames, tone_wav
+from tests.e2e.calls import dialplan, read_wav, tone_frames, write_wav
 
 API_KEY = "sk_test_0123456789abcdef0123456789abcd"
 ULAW = {"output_format": "ulaw_8000", "input_format": "ulaw_8000"}
 SCRIPTS = {
     "agent_greeting": AgentScript(**ULAW, greeting_ms=3000),
     "agent_listener": AgentScript(**ULAW, greeting_ms=500, vad_threshold=1e9),
-    "agent_bargein": AgentScript(**ULAW, greeting_ms=8000, reply_ms=1500, late_stale_chunks=3),
+    "agent_bargein": AgentScript(**ULAW, greeting_ms=8000, reply_ms=1500, late_stale_chunks=3, vad_scores=True),
     "agent_end_call": AgentScript(**ULAW, greeting_ms=1000, goodbye_ms=1500, end_call_after_turns=0),
     "agent_wideband": AgentScript(output_format="pcm_16000", input_format="pcm_16000", greeting_ms=2000),
     "agent_drop": AgentScript(**ULAW, greeting_ms=6000, drop_tcp_after_s=1.5),
@@ -54,7 +54,8 @@ class CallBed:
         self.ast = ast
         self.ami = ami
         sounds = ast.host_path(ast.path("sounds"))
-        tone_wav(sounds / "speak1k.wav", 1000.0, 1000)
+        # A second of speech, then silence that pushes it through the caller's translators.
+        write_wav(sounds / "speak1k.wav", audio.tone(1000.0, 1000, 8000, 12000) + audio.silence(300, 8000))
 
     def call(self, agent: str, caller: str, codecs: str | None = None) -> None:
         self.ast.originate(f"ai-{agent}", caller, codecs=codecs, ami=self.ami)
@@ -210,11 +211,13 @@ def test_caller_hangup_closes_with_1000_and_leaves_nothing_behind(call_bed, sim)
     assert "Live calls:      0" in bed.ast.cli("elevenlabs show runtime")
 
 
-def test_alaw_caller_gets_correct_audio_both_ways(call_bed, sim):
+@pytest.mark.parametrize("codec", ["alaw", "slin16"])
+def test_caller_codec_gets_correct_audio_both_ways(call_bed, sim, codec):
+    """The framehook sees the caller's native codec and must translate it for the agent."""
     bed = call_bed({"listener": {"elevenlabs_agent_id": "agent_listener", "elevenlabs_audio_frames_buffer_ms": 20},
                     "greeter": {"elevenlabs_agent_id": "agent_greeting"}})
-    bed.call("listener", "talk-a1-1-speak1k-1", codecs="alaw")
-    bed.call("greeter", "caller-a2-5", codecs="alaw")
+    bed.call("listener", "talk-a1-1-speak1k-1", codecs=codec)
+    bed.call("greeter", "caller-a2-5", codecs=codec)
     bed.result(index=1)
     received = next(r for r in sim.wait_for_conversations(2) if r.agent_id == "agent_listener").received_audio
     samples = np.frombuffer(audio.decode(received, "ulaw_8000"), dtype="<i2").astype(np.float64)
@@ -269,3 +272,24 @@ def test_abrupt_drop_mid_call_fails_into_the_dialplan(call_bed, sim):
     assert result["Where"] == "dialplan"
     assert re.search(r"lost|drop|closed", result["Reason"], re.I), result["Reason"]
     assert result["Conversation"] == sim.conversations[0].conversation_id
+
+
+@pytest.mark.parametrize("debug", [True, False])
+def test_debug_logging_shows_vad_interruptions_and_websocket_lifecycle(call_bed, sim, debug):
+    bed = call_bed({"barge": {"elevenlabs_agent_id": "agent_bargein", "elevenlabs_audio_frames_buffer_ms": 20}})
+    if debug:
+        bed.ast.cli("elevenlabs debug on")
+    bed.call("barge", "talk-d1-2-speak1k-2")
+    bed.result()
+    bed.wait_idle()
+    log = bed.ast.log_text()
+    interruption = sim.conversations[0].interruptions[0]
+    debug_lines = [line for line in log.splitlines() if "DEBUG[" in line and "[barge" in line]
+    wanted = [r"vad score \d\.\d\d", rf"interruption event_id={interruption}: dropped \d+ frames",
+              r"websocket open after", r"websocket closed: code 1000"]
+    for pattern in wanted:
+        found = any(re.search(pattern, line) for line in debug_lines)
+        assert found is debug, (pattern, debug)
+    # Never a line per frame above debug level.
+    notices = [line for line in log.splitlines() if "NOTICE[" in line and "barge" in line]
+    assert len(notices) < 5, notices
