@@ -28,6 +28,7 @@
 
 #include "asterisk.h"
 
+#include <ctype.h>
 #include <dlfcn.h>
 #include <sys/eventfd.h>
 #include <time.h>
@@ -44,6 +45,7 @@
 #include "asterisk/manager.h"
 #include "asterisk/module.h"
 #include "asterisk/pbx.h"
+#include "asterisk/res_prometheus.h"
 #include "asterisk/strings.h"
 #include "asterisk/stringfields.h"
 #include "asterisk/timing.h"
@@ -110,12 +112,31 @@
 					<value name="CALLER_HANGUP">The caller hung up.</value>
 					<value name="FAILED">The conversation could not start or broke off; the dialplan continues so the caller can be routed elsewhere.</value>
 					<value name="CONFIG_ERROR">Unknown agent, bad option, or the service rejected the configuration (close 1008).</value>
+					<value name="BUSY">The agent (or the whole module) is at its max_concurrent_calls; the call was not answered.</value>
 				</variable>
 				<variable name="ELEVENLABS_CONVERSATION_ID">
 					<para>The ElevenLabs conversation id, when one was assigned.</para>
 				</variable>
 				<variable name="ELEVENLABS_END_REASON">
 					<para>The close code and reason, or the error that ended the conversation.</para>
+				</variable>
+			</variablelist>
+			<para>These channel variables, when set before the call, adjust it:</para>
+			<variablelist>
+				<variable name="ELEVENLABS_FIRST_MESSAGE">
+					<para>First message override (if the agent allows <literal>first_message</literal>).</para>
+				</variable>
+				<variable name="ELEVENLABS_PROMPT">
+					<para>System prompt override (if the agent allows <literal>prompt</literal>).</para>
+				</variable>
+				<variable name="ELEVENLABS_LANGUAGE">
+					<para>Language override (if the agent allows <literal>language</literal>).</para>
+				</variable>
+				<variable name="ELEVENLABS_VOICE_ID">
+					<para>Voice override (if the agent allows <literal>voice_id</literal>).</para>
+				</variable>
+				<variable name="ELEVENLABS_VAR_name">
+					<para>Sent as the dynamic variable <replaceable>name</replaceable>.</para>
 				</variable>
 			</variablelist>
 		</description>
@@ -133,6 +154,9 @@
 				</configOption>
 				<configOption name="debug" default="no">
 					<synopsis>Log conversation details (VAD scores, interruptions, WebSocket lifecycle) at debug level for every agent.</synopsis>
+				</configOption>
+				<configOption name="max_concurrent_calls" default="0">
+					<synopsis>Most conversations at once over all agents (0: no limit); a call over the limit gets ELEVENLABS_STATUS=BUSY.</synopsis>
 				</configOption>
 			</configObject>
 			<configObject name="agent">
@@ -161,6 +185,43 @@
 				<configOption name="debug" default="no">
 					<synopsis>Debug logging for this agent's calls.</synopsis>
 				</configOption>
+				<configOption name="elevenlabs_api_key_file">
+					<synopsis>Read the API key from this file instead (keep it readable by Asterisk only).</synopsis>
+				</configOption>
+				<configOption name="elevenlabs_api_key_env">
+					<synopsis>Read the API key from this environment variable of the Asterisk process instead.</synopsis>
+				</configOption>
+				<configOption name="dynamic_variable">
+					<synopsis>A dynamic variable for the agent, as name=value; the value may use dialplan variables and functions, evaluated for each call. Repeat for more.</synopsis>
+					<description><para>Example: <literal>dynamic_variable = customer_tier=${CUSTOMER_TIER}</literal>.
+					Every call also sends <literal>caller_number</literal>, <literal>caller_name</literal>,
+					<literal>called_number</literal> and <literal>call_uniqueid</literal>, and the channel
+					variables named <literal>ELEVENLABS_VAR_name</literal>.</para></description>
+				</configOption>
+				<configOption name="allow_overrides">
+					<synopsis>Overrides this agent may send: a list of first_message, prompt, language, voice_id (enable the same ones in the agent's security settings at ElevenLabs).</synopsis>
+				</configOption>
+				<configOption name="override_first_message">
+					<synopsis>First message sent as an override (when allowed); ELEVENLABS_FIRST_MESSAGE replaces it for one call.</synopsis>
+				</configOption>
+				<configOption name="override_prompt">
+					<synopsis>System prompt sent as an override (when allowed); ELEVENLABS_PROMPT replaces it for one call.</synopsis>
+				</configOption>
+				<configOption name="override_language">
+					<synopsis>Language sent as an override (when allowed); ELEVENLABS_LANGUAGE replaces it for one call.</synopsis>
+				</configOption>
+				<configOption name="override_voice_id">
+					<synopsis>Voice id sent as an override (when allowed); ELEVENLABS_VOICE_ID replaces it for one call.</synopsis>
+				</configOption>
+				<configOption name="max_call_duration_seconds" default="0">
+					<synopsis>After this many seconds the agent is asked to say goodbye, then the call ends (0: no limit).</synopsis>
+				</configOption>
+				<configOption name="max_call_duration_message">
+					<synopsis>What the agent is told when the duration limit is reached (sent as a user message).</synopsis>
+				</configOption>
+				<configOption name="max_concurrent_calls" default="0">
+					<synopsis>Most conversations at once with this agent (0: no limit); a call over the limit gets ELEVENLABS_STATUS=BUSY.</synopsis>
+				</configOption>
 			</configObject>
 		</configFile>
 	</configInfo>
@@ -182,6 +243,15 @@ struct convai_general {
 		AST_STRING_FIELD(python_venv);
 	);
 	int debug;
+	unsigned int max_concurrent_calls;
+};
+
+/*! \brief Overrides an agent may send (they must also be enabled at ElevenLabs). */
+enum convai_override {
+	CONVAI_OVERRIDE_FIRST_MESSAGE = (1 << 0),
+	CONVAI_OVERRIDE_PROMPT = (1 << 1),
+	CONVAI_OVERRIDE_LANGUAGE = (1 << 2),
+	CONVAI_OVERRIDE_VOICE_ID = (1 << 3),
 };
 
 /*! \brief One agent section of elevenlabs.conf; immutable once applied. */
@@ -190,13 +260,57 @@ struct convai_agent {
 		AST_STRING_FIELD(name);
 		AST_STRING_FIELD(agent_id);
 		AST_STRING_FIELD(api_key);
+		AST_STRING_FIELD(api_key_file);
+		AST_STRING_FIELD(api_key_env);
+		/*! The key in use, from whichever of the three sources is set. */
+		AST_STRING_FIELD(key);
 		AST_STRING_FIELD(signed_url_endpoint);
+		AST_STRING_FIELD(override_first_message);
+		AST_STRING_FIELD(override_prompt);
+		AST_STRING_FIELD(override_language);
+		AST_STRING_FIELD(override_voice_id);
+		AST_STRING_FIELD(max_call_duration_message);
 	);
 	int send_caller_number;
 	unsigned int buffer_ms;
 	unsigned int max_connection_attempts;
 	unsigned int connection_timeout_seconds;
+	unsigned int max_call_duration_seconds;
+	unsigned int max_concurrent_calls;
+	/*! enum convai_override bits from allow_overrides. */
+	unsigned int allowed_overrides;
+	/*! "name = dialplan expression" pairs, evaluated for each call. */
+	struct ast_variable *dynamic_variables;
 	int debug;
+};
+
+/*! \brief An override: its allow_overrides name, per-call variable and agent default. */
+struct convai_override_field {
+	const char *name;
+	const char *variable;
+	unsigned int flag;
+	size_t offset;
+};
+
+static const struct convai_override_field convai_override_fields[] = {
+	{ "first_message", "ELEVENLABS_FIRST_MESSAGE", CONVAI_OVERRIDE_FIRST_MESSAGE,
+		offsetof(struct convai_agent, override_first_message) },
+	{ "prompt", "ELEVENLABS_PROMPT", CONVAI_OVERRIDE_PROMPT, offsetof(struct convai_agent, override_prompt) },
+	{ "language", "ELEVENLABS_LANGUAGE", CONVAI_OVERRIDE_LANGUAGE, offsetof(struct convai_agent, override_language) },
+	{ "voice_id", "ELEVENLABS_VOICE_ID", CONVAI_OVERRIDE_VOICE_ID, offsetof(struct convai_agent, override_voice_id) },
+};
+
+#define CONVAI_FIELD(agent, offset) (*(const char **) ((const char *) (agent) + (offset)))
+
+/*! \brief Live calls of one agent name (kept across reloads). */
+struct convai_usage {
+	int calls;
+	char name[0];
+};
+
+/*! Statuses a call can end with; the order of convai_outcomes. */
+static const char *const convai_statuses[] = {
+	"AGENT_ENDED", "CALLER_HANGUP", "FAILED", "CONFIG_ERROR", "BUSY",
 };
 
 /*! \brief A whole elevenlabs.conf; a call keeps the snapshot it started with. */
@@ -222,7 +336,22 @@ static const struct convai_range convai_agent_ranges[] = {
 	{ "elevenlabs_audio_frames_buffer_ms", 20, 1000, offsetof(struct convai_agent, buffer_ms) },
 	{ "max_connection_attempts", 1, 10, offsetof(struct convai_agent, max_connection_attempts) },
 	{ "connection_timeout_seconds", 1, 60, offsetof(struct convai_agent, connection_timeout_seconds) },
+	{ "max_call_duration_seconds", 0, 86400, offsetof(struct convai_agent, max_call_duration_seconds) },
+	{ "max_concurrent_calls", 0, 100000, offsetof(struct convai_agent, max_concurrent_calls) },
 };
+
+static const struct convai_range convai_general_ranges[] = {
+	{ "max_concurrent_calls", 0, 100000, offsetof(struct convai_general, max_concurrent_calls) },
+};
+
+/*! Live calls per agent name: struct convai_usage, locked for check-and-count. */
+static struct ao2_container *convai_usage;
+/*! Live calls of every agent. */
+static int convai_calls_active;
+/*! Calls by how they ended, in the order of convai_statuses. */
+static int convai_outcomes[ARRAY_LEN(convai_statuses)];
+/*! Agents whose debug was switched on with "elevenlabs debug on <agent>". */
+static struct ao2_container *convai_debug_agents;
 
 /*! \brief State of the capture framehook; an ao2 object owned by the hook. */
 struct convai_capture {
@@ -317,6 +446,7 @@ static void convai_agent_destroy(void *obj)
 {
 	struct convai_agent *agent = obj;
 
+	ast_variables_destroy(agent->dynamic_variables);
 	ast_string_field_free_memory(agent);
 }
 
@@ -378,28 +508,139 @@ static void *convai_agent_find(struct ao2_container *agents, const char *name)
 	return ao2_callback(agents, 0, convai_agent_match, (void *) name);
 }
 
-/*! \internal \brief ACO handler for ranged numbers: names the section on error. */
-static int convai_range_handler(const struct aco_option *opt, struct ast_variable *var, void *obj)
+/*! \internal \brief Set a ranged number from \a ranges; the error names \a section. */
+static int convai_set_ranged(const struct convai_range *ranges, size_t count, const char *section,
+	struct ast_variable *var, void *obj)
 {
-	struct convai_agent *agent = obj;
 	unsigned int value;
 	size_t i;
 
-	for (i = 0; i < ARRAY_LEN(convai_agent_ranges); i++) {
-		const struct convai_range *range = &convai_agent_ranges[i];
-
-		if (strcasecmp(var->name, range->name)) {
+	for (i = 0; i < count; i++) {
+		if (strcasecmp(var->name, ranges[i].name)) {
 			continue;
 		}
-		if (ast_parse_arg(var->value, PARSE_UINT32 | PARSE_IN_RANGE, &value, range->min, range->max)) {
+		if (ast_parse_arg(var->value, PARSE_UINT32 | PARSE_IN_RANGE, &value, ranges[i].min, ranges[i].max)) {
 			ast_log(LOG_ERROR, "elevenlabs.conf: [%s] %s = '%s' is not a number from %u to %u (line %d)\n",
-				agent->name, var->name, var->value, range->min, range->max, var->lineno);
+				section, var->name, var->value, ranges[i].min, ranges[i].max, var->lineno);
 			return -1;
 		}
-		*(unsigned int *) ((char *) agent + range->offset) = value;
+		*(unsigned int *) ((char *) obj + ranges[i].offset) = value;
 		return 0;
 	}
 	return -1;
+}
+
+static int convai_agent_range_handler(const struct aco_option *opt, struct ast_variable *var, void *obj)
+{
+	return convai_set_ranged(convai_agent_ranges, ARRAY_LEN(convai_agent_ranges),
+		((struct convai_agent *) obj)->name, var, obj);
+}
+
+static int convai_general_range_handler(const struct aco_option *opt, struct ast_variable *var, void *obj)
+{
+	return convai_set_ranged(convai_general_ranges, ARRAY_LEN(convai_general_ranges), "general", var, obj);
+}
+
+/*! \internal \brief "dynamic_variable = name=expression", once per variable. */
+static int convai_dynamic_variable_handler(const struct aco_option *opt, struct ast_variable *var, void *obj)
+{
+	struct convai_agent *agent = obj;
+	char *expression = ast_strdupa(var->value);
+	char *name = ast_strip(strsep(&expression, "="));
+	const char *c;
+
+	for (c = name; *c && (isalnum((unsigned char) *c) || *c == '_'); c++) {
+	}
+	if (!expression || ast_strlen_zero(name) || *c || !strncmp(name, "system__", 8)) {
+		ast_log(LOG_ERROR, "elevenlabs.conf: [%s] dynamic_variable = '%s' must be name=value, the name made of "
+			"letters, digits and '_' and not starting with system__ (line %d)\n", agent->name, var->value,
+			var->lineno);
+		return -1;
+	}
+	ast_variable_list_append(&agent->dynamic_variables,
+		ast_variable_new(name, ast_strip(expression), var->file));
+	return 0;
+}
+
+/*! \internal \brief "allow_overrides = first_message, prompt, language, voice_id". */
+static int convai_allow_overrides_handler(const struct aco_option *opt, struct ast_variable *var, void *obj)
+{
+	struct convai_agent *agent = obj;
+	char *list = ast_strdupa(var->value);
+	char *item;
+	size_t i;
+
+	agent->allowed_overrides = 0;
+	while ((item = strsep(&list, ","))) {
+		item = ast_strip(item);
+		if (ast_strlen_zero(item)) {
+			continue;
+		}
+		for (i = 0; i < ARRAY_LEN(convai_override_fields); i++) {
+			if (!strcasecmp(item, convai_override_fields[i].name)) {
+				agent->allowed_overrides |= convai_override_fields[i].flag;
+				break;
+			}
+		}
+		if (i == ARRAY_LEN(convai_override_fields)) {
+			ast_log(LOG_ERROR, "elevenlabs.conf: [%s] allow_overrides: unknown override '%s' "
+				"(known: first_message, prompt, language, voice_id) (line %d)\n", agent->name, item, var->lineno);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/*! \internal \brief Fill agent->key from the one source configured; errors name the key. */
+static int convai_resolve_key(struct convai_agent *agent)
+{
+	int sources = !ast_strlen_zero(agent->api_key) + !ast_strlen_zero(agent->api_key_file)
+		+ !ast_strlen_zero(agent->api_key_env);
+	char *text;
+	const char *value;
+
+	if (sources > 1) {
+		ast_log(LOG_ERROR, "elevenlabs.conf: [%s] set only one of elevenlabs_api_key, elevenlabs_api_key_file "
+			"and elevenlabs_api_key_env\n", agent->name);
+		return -1;
+	}
+	if (!ast_strlen_zero(agent->api_key_file)) {
+		text = ast_read_textfile(agent->api_key_file);
+		if (!text || ast_strlen_zero(ast_strip(text))) {
+			ast_log(LOG_ERROR, "elevenlabs.conf: [%s] elevenlabs_api_key_file: cannot read a key from %s\n",
+				agent->name, agent->api_key_file);
+			ast_free(text);
+			return -1;
+		}
+		ast_string_field_set(agent, key, ast_strip(text));
+		ast_free(text);
+	} else if (!ast_strlen_zero(agent->api_key_env)) {
+		value = getenv(agent->api_key_env);
+		if (ast_strlen_zero(value)) {
+			ast_log(LOG_ERROR, "elevenlabs.conf: [%s] elevenlabs_api_key_env: environment variable %s is not set\n",
+				agent->name, agent->api_key_env);
+			return -1;
+		}
+		ast_string_field_set(agent, key, value);
+	} else {
+		ast_string_field_set(agent, key, agent->api_key);
+	}
+	return 0;
+}
+
+/*! \internal \brief An override value the agent does not allow would never be sent: say so. */
+static void convai_warn_unsent_overrides(const struct convai_agent *agent)
+{
+	size_t i;
+
+	for (i = 0; i < ARRAY_LEN(convai_override_fields); i++) {
+		const struct convai_override_field *field = &convai_override_fields[i];
+
+		if (!ast_strlen_zero(CONVAI_FIELD(agent, field->offset)) && !(agent->allowed_overrides & field->flag)) {
+			ast_log(LOG_WARNING, "elevenlabs.conf: [%s] override_%s is set but '%s' is not in allow_overrides; "
+				"it will not be sent\n", agent->name, field->name, field->name);
+		}
+	}
 }
 
 /*! \internal \brief Checks ACO cannot express; runs before a new config is applied. */
@@ -427,6 +668,10 @@ static int convai_config_validate(void)
 				agent->name);
 			res = -1;
 		}
+		if (convai_resolve_key(agent)) {
+			res = -1;
+		}
+		convai_warn_unsent_overrides(agent);
 	}
 	ao2_iterator_destroy(&it);
 	return res;
@@ -443,6 +688,8 @@ static int convai_register_options(void)
 		CONVAI_DEFAULT_VENV, OPT_STRINGFIELD_T, 0, STRFLDSET(struct convai_general, python_venv));
 	aco_option_register(&convai_cfg_info, "debug", ACO_EXACT, convai_general_types,
 		"no", OPT_BOOL_T, 1, FLDSET(struct convai_general, debug));
+	aco_option_register_custom(&convai_cfg_info, "max_concurrent_calls", ACO_EXACT, convai_general_types,
+		"0", convai_general_range_handler, 0);
 
 	aco_option_register(&convai_cfg_info, "elevenlabs_agent_id", ACO_EXACT, convai_agent_types,
 		"", OPT_STRINGFIELD_T, 0, STRFLDSET(struct convai_agent, agent_id));
@@ -454,11 +701,29 @@ static int convai_register_options(void)
 		"no", OPT_BOOL_T, 1, FLDSET(struct convai_agent, send_caller_number));
 	aco_option_register(&convai_cfg_info, "debug", ACO_EXACT, convai_agent_types,
 		"no", OPT_BOOL_T, 1, FLDSET(struct convai_agent, debug));
+	aco_option_register(&convai_cfg_info, "elevenlabs_api_key_file", ACO_EXACT, convai_agent_types,
+		"", OPT_STRINGFIELD_T, 0, STRFLDSET(struct convai_agent, api_key_file));
+	aco_option_register(&convai_cfg_info, "elevenlabs_api_key_env", ACO_EXACT, convai_agent_types,
+		"", OPT_STRINGFIELD_T, 0, STRFLDSET(struct convai_agent, api_key_env));
+	aco_option_register(&convai_cfg_info, "override_first_message", ACO_EXACT, convai_agent_types,
+		"", OPT_STRINGFIELD_T, 0, STRFLDSET(struct convai_agent, override_first_message));
+	aco_option_register(&convai_cfg_info, "override_prompt", ACO_EXACT, convai_agent_types,
+		"", OPT_STRINGFIELD_T, 0, STRFLDSET(struct convai_agent, override_prompt));
+	aco_option_register(&convai_cfg_info, "override_language", ACO_EXACT, convai_agent_types,
+		"", OPT_STRINGFIELD_T, 0, STRFLDSET(struct convai_agent, override_language));
+	aco_option_register(&convai_cfg_info, "override_voice_id", ACO_EXACT, convai_agent_types,
+		"", OPT_STRINGFIELD_T, 0, STRFLDSET(struct convai_agent, override_voice_id));
+	aco_option_register(&convai_cfg_info, "max_call_duration_message", ACO_EXACT, convai_agent_types,
+		"", OPT_STRINGFIELD_T, 0, STRFLDSET(struct convai_agent, max_call_duration_message));
+	aco_option_register_custom(&convai_cfg_info, "allow_overrides", ACO_EXACT, convai_agent_types,
+		"", convai_allow_overrides_handler, 0);
+	aco_option_register_custom(&convai_cfg_info, "dynamic_variable", ACO_EXACT, convai_agent_types,
+		NULL, convai_dynamic_variable_handler, 0);
 	for (i = 0; i < ARRAY_LEN(convai_agent_ranges); i++) {
-		static const char *const defaults[] = { "240", "3", "10" };
+		static const char *const defaults[] = { "240", "3", "10", "0", "0" };
 
 		aco_option_register_custom(&convai_cfg_info, convai_agent_ranges[i].name, ACO_EXACT,
-			convai_agent_types, defaults[i], convai_range_handler, 0);
+			convai_agent_types, defaults[i], convai_agent_range_handler, 0);
 	}
 	return 0;
 }
@@ -839,46 +1104,225 @@ static void convai_play_due_frames(struct convai_call *call)
 	}
 }
 
-/*! \internal \brief Settings handed to Python for this call (key, value pairs). */
-static void convai_call_settings(struct convai_call *call, const char **kv, size_t max,
-	char *numbers, size_t numbers_len)
+/*! \internal \brief Append one setting for Python; the list owns its copies. */
+static struct ast_variable *convai_setting(struct ast_variable **head, struct ast_variable *tail,
+	const char *name, const char *value)
+{
+	struct ast_variable *setting = ast_variable_new(name, S_OR(value, ""), "");
+
+	return setting ? ast_variable_list_append_hint(head, tail, setting) : tail;
+}
+
+/*! \internal \brief The overrides this call sends: per-call variable, else the agent's value. */
+static struct ast_variable *convai_call_overrides(struct convai_call *call, struct ast_variable **head,
+	struct ast_variable *tail, struct ast_variable *channel_values)
+{
+	char name[64];
+	size_t i;
+
+	for (i = 0; i < ARRAY_LEN(convai_override_fields); i++) {
+		const struct convai_override_field *field = &convai_override_fields[i];
+		const char *value = ast_variable_find_in_list(channel_values, field->variable);
+
+		if (!(call->agent->allowed_overrides & field->flag)) {
+			if (!ast_strlen_zero(value)) {
+				ast_log(LOG_WARNING, "%s: %s is set but agent '%s' does not allow the %s override "
+					"(allow_overrides); not sent\n", ast_channel_name(call->chan), field->variable,
+					call->agent->name, field->name);
+			}
+			continue;
+		}
+		if (ast_strlen_zero(value)) {
+			value = CONVAI_FIELD(call->agent, field->offset);
+		}
+		if (!ast_strlen_zero(value)) {
+			snprintf(name, sizeof(name), "override:%s", field->name);
+			tail = convai_setting(head, tail, name, value);
+		}
+	}
+	return tail;
+}
+
+/*!
+ * \internal \brief Everything Python needs for this call, as name, value settings.
+ *
+ * Channel thread, channel not locked on entry: dialplan expressions are
+ * evaluated here, channel variables read under the channel lock.
+ */
+static struct ast_variable *convai_call_settings(struct convai_call *call, int debug)
 {
 	struct convai_agent *agent = call->agent;
 	struct ast_channel *chan = call->chan;
-	const char *caller_number, *caller_name;
-	size_t n = 0;
-	int debug = convai_debug_all || agent->debug;
-	char *buffer_ms = numbers, *attempts = numbers + 16, *timeout = numbers + 32;
+	struct ast_variable *head = NULL, *tail = NULL, *channel_values = NULL, *var;
+	struct ast_var_t *chanvar;
+	struct ast_str *value = ast_str_create(256);
+	char name[128], number[16];
+	size_t i;
 
-	ast_assert(numbers_len >= 48);
-	snprintf(buffer_ms, 16, "%u", agent->buffer_ms);
-	snprintf(attempts, 16, "%u", agent->max_connection_attempts);
-	snprintf(timeout, 16, "%u", agent->connection_timeout_seconds);
-
+	/* Copy what the channel holds now; nothing below runs with the lock held. */
 	ast_channel_lock(chan);
-	caller_number = ast_strdupa(S_COR(ast_channel_caller(chan)->id.number.valid,
-		ast_channel_caller(chan)->id.number.str, ""));
-	caller_name = ast_strdupa(S_COR(ast_channel_caller(chan)->id.name.valid,
-		ast_channel_caller(chan)->id.name.str, ""));
+	channel_values = ast_variable_new("caller_number", S_COR(ast_channel_caller(chan)->id.number.valid,
+		ast_channel_caller(chan)->id.number.str, ""), "");
+	ast_variable_list_append(&channel_values, ast_variable_new("caller_name",
+		S_COR(ast_channel_caller(chan)->id.name.valid, ast_channel_caller(chan)->id.name.str, ""), ""));
+	for (i = 0; i < ARRAY_LEN(convai_override_fields); i++) {
+		ast_variable_list_append(&channel_values, ast_variable_new(convai_override_fields[i].variable,
+			S_OR(pbx_builtin_getvar_helper(chan, convai_override_fields[i].variable), ""), ""));
+	}
+	AST_LIST_TRAVERSE(ast_channel_varshead(chan), chanvar, entries) {
+		if (!strncmp(ast_var_name(chanvar), "ELEVENLABS_VAR_", 15) && ast_var_name(chanvar)[15]) {
+			ast_variable_list_append(&channel_values, ast_variable_new(ast_var_name(chanvar),
+				S_OR(ast_var_value(chanvar), ""), ""));
+		}
+	}
 	ast_channel_unlock(chan);
 
-#define CONVAI_KV(key, value) do { if (n + 2 < max) { kv[n++] = (key); kv[n++] = (value); } } while (0)
-	CONVAI_KV("channel", ast_channel_name(chan));
-	CONVAI_KV("uniqueid", ast_channel_uniqueid(chan));
-	CONVAI_KV("agent", agent->name);
-	CONVAI_KV("agent_id", agent->agent_id);
-	CONVAI_KV("api_key", agent->api_key);
-	CONVAI_KV("signed_url_endpoint", agent->signed_url_endpoint);
-	CONVAI_KV("buffer_ms", buffer_ms);
-	CONVAI_KV("max_connection_attempts", attempts);
-	CONVAI_KV("connection_timeout_seconds", timeout);
-	CONVAI_KV("send_caller_number", agent->send_caller_number ? "1" : "0");
-	CONVAI_KV("debug", debug ? "1" : "0");
-	CONVAI_KV("caller_number", caller_number);
-	CONVAI_KV("caller_name", caller_name);
-	CONVAI_KV("called_number", ast_channel_exten(chan));
-#undef CONVAI_KV
-	kv[n] = NULL;
+	tail = convai_setting(&head, tail, "channel", ast_channel_name(chan));
+	tail = convai_setting(&head, tail, "uniqueid", ast_channel_uniqueid(chan));
+	tail = convai_setting(&head, tail, "agent", agent->name);
+	tail = convai_setting(&head, tail, "agent_id", agent->agent_id);
+	tail = convai_setting(&head, tail, "api_key", agent->key);
+	tail = convai_setting(&head, tail, "signed_url_endpoint", agent->signed_url_endpoint);
+	snprintf(number, sizeof(number), "%u", agent->buffer_ms);
+	tail = convai_setting(&head, tail, "buffer_ms", number);
+	snprintf(number, sizeof(number), "%u", agent->max_connection_attempts);
+	tail = convai_setting(&head, tail, "max_connection_attempts", number);
+	snprintf(number, sizeof(number), "%u", agent->connection_timeout_seconds);
+	tail = convai_setting(&head, tail, "connection_timeout_seconds", number);
+	snprintf(number, sizeof(number), "%u", agent->max_call_duration_seconds);
+	tail = convai_setting(&head, tail, "max_call_duration_seconds", number);
+	tail = convai_setting(&head, tail, "max_call_duration_message", agent->max_call_duration_message);
+	tail = convai_setting(&head, tail, "debug", debug ? "1" : "0");
+	if (agent->send_caller_number) {
+		tail = convai_setting(&head, tail, "user_id", ast_variable_find_in_list(channel_values, "caller_number"));
+	}
+
+	/* Dynamic variables: always offered, then the agent's, then ELEVENLABS_VAR_*; later ones win. */
+	tail = convai_setting(&head, tail, "var:caller_number", ast_variable_find_in_list(channel_values, "caller_number"));
+	tail = convai_setting(&head, tail, "var:caller_name", ast_variable_find_in_list(channel_values, "caller_name"));
+	tail = convai_setting(&head, tail, "var:called_number", ast_channel_exten(chan));
+	tail = convai_setting(&head, tail, "var:call_uniqueid", ast_channel_uniqueid(chan));
+	for (var = agent->dynamic_variables; var && value; var = var->next) {
+		ast_str_substitute_variables(&value, 0, chan, var->value);
+		snprintf(name, sizeof(name), "var:%s", var->name);
+		tail = convai_setting(&head, tail, name, ast_str_buffer(value));
+	}
+	for (var = channel_values; var; var = var->next) {
+		if (!strncmp(var->name, "ELEVENLABS_VAR_", 15)) {
+			snprintf(name, sizeof(name), "var:%s", var->name + 15);
+			tail = convai_setting(&head, tail, name, var->value);
+		}
+	}
+	convai_call_overrides(call, &head, tail, channel_values);
+
+	ast_variables_destroy(channel_values);
+	ast_free(value);
+	return head;
+}
+
+/*! \internal \brief Flatten settings into the NULL-terminated pairs embed.h takes. */
+static const char **convai_settings_pairs(const struct ast_variable *settings)
+{
+	const struct ast_variable *var;
+	const char **pairs;
+	size_t n = 0;
+
+	for (var = settings; var; var = var->next) {
+		n++;
+	}
+	pairs = ast_calloc(2 * n + 1, sizeof(*pairs));
+	if (!pairs) {
+		return NULL;
+	}
+	n = 0;
+	for (var = settings; var; var = var->next) {
+		pairs[n++] = var->name;
+		pairs[n++] = var->value;
+	}
+	return pairs;
+}
+
+/* Concurrency: any PBX thread; convai_usage's lock makes check-and-count atomic. */
+
+static int convai_usage_hash(const void *obj, const int flags)
+{
+	const char *name = (flags & OBJ_SEARCH_KEY) ? obj : ((const struct convai_usage *) obj)->name;
+
+	return ast_str_case_hash(name);
+}
+
+static int convai_usage_cmp(void *obj, void *arg, int flags)
+{
+	const char *name = (flags & OBJ_SEARCH_KEY) ? arg : ((const struct convai_usage *) arg)->name;
+
+	return !strcasecmp(((struct convai_usage *) obj)->name, name) ? CMP_MATCH : 0;
+}
+
+/*! \internal \brief Count a new call, or say (in \a reason) which limit it is over. */
+static struct convai_usage *convai_usage_acquire(const struct convai_agent *agent, char *reason, size_t len)
+{
+	RAII_VAR(struct convai_config *, cfg, ao2_global_obj_ref(convai_globals), ao2_cleanup);
+	unsigned int general_max = cfg ? cfg->general->max_concurrent_calls : 0;
+	struct convai_usage *usage;
+
+	ao2_lock(convai_usage);
+	usage = ao2_find(convai_usage, agent->name, OBJ_SEARCH_KEY | OBJ_NOLOCK);
+	if (!usage) {
+		usage = ao2_alloc_options(sizeof(*usage) + strlen(agent->name) + 1, NULL, AO2_ALLOC_OPT_LOCK_NOLOCK);
+		if (usage) {
+			strcpy(usage->name, agent->name); /* Safe: allocated to fit */
+			ao2_link_flags(convai_usage, usage, OBJ_NOLOCK);
+		}
+	}
+	if (usage && general_max && convai_calls_active >= (int) general_max) {
+		snprintf(reason, len, "%d conversations in progress, the max_concurrent_calls of [general]", convai_calls_active);
+		ao2_cleanup(usage);
+		usage = NULL;
+	} else if (usage && agent->max_concurrent_calls && usage->calls >= (int) agent->max_concurrent_calls) {
+		snprintf(reason, len, "agent '%s' has %d conversations in progress, its max_concurrent_calls",
+			agent->name, usage->calls);
+		ao2_cleanup(usage);
+		usage = NULL;
+	} else if (usage) {
+		usage->calls++;
+		convai_calls_active++;
+	} else {
+		ast_copy_string(reason, "out of memory", len);
+	}
+	ao2_unlock(convai_usage);
+	return usage;
+}
+
+static void convai_usage_release(struct convai_usage *usage)
+{
+	if (!usage) {
+		return;
+	}
+	ao2_lock(convai_usage);
+	usage->calls--;
+	convai_calls_active--;
+	ao2_unlock(convai_usage);
+	ao2_ref(usage, -1);
+}
+
+static int convai_agent_debug(const struct convai_agent *agent)
+{
+	RAII_VAR(char *, name, NULL, ao2_cleanup);
+
+	name = convai_debug_agents ? ao2_find(convai_debug_agents, agent->name, OBJ_SEARCH_KEY) : NULL;
+	return convai_debug_all || agent->debug || name;
+}
+
+static void convai_count_outcome(const char *status)
+{
+	size_t i;
+
+	for (i = 0; i < ARRAY_LEN(convai_statuses); i++) {
+		if (!strcmp(status, convai_statuses[i])) {
+			ast_atomic_fetchadd_int(&convai_outcomes[i], 1);
+			return;
+		}
+	}
 }
 
 static int convai_call_open(struct convai_call *call)
@@ -988,10 +1432,11 @@ static int convai_exec(struct ast_channel *chan, const char *data)
 {
 	struct convai_call call = { .chan = chan, .wake_fd = -1, .hook_id = -1, .started = ast_tvnow() };
 	struct convai_call_params params = { 0 };
+	struct convai_usage *usage = NULL;
+	struct ast_variable *settings = NULL;
+	const char **pairs = NULL;
 	struct ast_flags flags = { 0 };
-	const char *kv[64];
-	char numbers[48];
-	char *parse;
+	char *parse, busy[256];
 	int res = 0;
 	AST_DECLARE_APP_ARGS(args,
 		AST_APP_ARG(agent);
@@ -1003,21 +1448,26 @@ static int convai_exec(struct ast_channel *chan, const char *data)
 	if (ast_strlen_zero(args.agent)) {
 		ast_log(LOG_WARNING, "%s: %s requires an agent name, e.g. %s(sales_agent)\n",
 			ast_channel_name(chan), app, app);
-		convai_set_result(chan, "CONFIG_ERROR", "", "no agent name given");
-		return 0;
+		convai_call_end(&call, "CONFIG_ERROR", "no agent name given");
+		goto end;
 	}
 	if (!ast_strlen_zero(args.options)
 		&& ast_app_parse_options(convai_exec_options, &flags, NULL, args.options)) {
-		ast_log(LOG_WARNING, "%s: %s: invalid options '%s'\n", ast_channel_name(chan), app, args.options);
-		convai_set_result(chan, "CONFIG_ERROR", "", "invalid options");
-		return 0;
+		ast_log(LOG_WARNING, "%s: %s: invalid options '%s' (known: h)\n", ast_channel_name(chan), app, args.options);
+		convai_call_end(&call, "CONFIG_ERROR", "invalid options");
+		goto end;
 	}
 	call.agent = convai_find_agent(args.agent);
 	if (!call.agent) {
-		ast_log(LOG_WARNING, "%s: %s: no agent '%s' in elevenlabs.conf\n",
-			ast_channel_name(chan), app, args.agent);
-		convai_set_result(chan, "CONFIG_ERROR", "", "unknown agent");
-		return 0;
+		ast_log(LOG_WARNING, "%s: %s: no agent '%s' in elevenlabs.conf\n", ast_channel_name(chan), app, args.agent);
+		convai_call_end(&call, "CONFIG_ERROR", "unknown agent");
+		goto end;
+	}
+	usage = convai_usage_acquire(call.agent, busy, sizeof(busy));
+	if (!usage) {
+		ast_log(LOG_NOTICE, "%s: %s busy: %s\n", ast_channel_name(chan), app, busy);
+		convai_call_end(&call, "BUSY", busy);
+		goto end;
 	}
 	if (ast_channel_state(chan) != AST_STATE_UP && ast_answer(chan)) {
 		convai_call_end(&call, "CALLER_HANGUP", "answer failed");
@@ -1029,8 +1479,13 @@ static int convai_exec(struct ast_channel *chan, const char *data)
 	}
 	call.saved_write_format = ao2_bump(ast_channel_writeformat(chan));
 
-	convai_call_settings(&call, kv, ARRAY_LEN(kv), numbers, sizeof(numbers));
-	params.settings = kv;
+	settings = convai_call_settings(&call, convai_agent_debug(call.agent));
+	pairs = convai_settings_pairs(settings);
+	if (!pairs) {
+		convai_call_end(&call, "FAILED", "out of memory");
+		goto end;
+	}
+	params.settings = pairs;
 	params.uplink = call.uplink;
 	params.downlink = call.downlink;
 	params.control = call.control;
@@ -1055,24 +1510,39 @@ end:
 	if (call.saved_write_format) {
 		ast_set_write_format(chan, call.saved_write_format);
 	}
+	convai_usage_release(usage);
 	convai_set_result(chan, call.status, call.conversation_id, call.reason);
+	convai_count_outcome(call.status);
 	ast_verb(3, "%s: ElevenLabs conversation ended: %s (%s)\n", ast_channel_name(chan), call.status,
 		call.reason);
 	manager_event(EVENT_FLAG_CALL, "ElevenLabsConversationEnded",
 		"Channel: %s\r\nUniqueid: %s\r\nAgent: %s\r\nConversationID: %s\r\nStatus: %s\r\n"
 		"Reason: %s\r\nDuration: %.3f\r\n",
-		ast_channel_name(chan), ast_channel_uniqueid(chan), call.agent->name, call.conversation_id,
+		ast_channel_name(chan), ast_channel_uniqueid(chan), S_OR(args.agent, ""), call.conversation_id,
 		call.status, call.reason, ast_tvdiff_ms(ast_tvnow(), call.started) / 1000.0);
 	if (!strcmp(call.status, "CALLER_HANGUP")
 		|| (!strcmp(call.status, "AGENT_ENDED") && ast_test_flag(&flags, OPT_HANGUP_ON_END))) {
 		res = -1;
 	}
 	convai_call_close(&call);
+	ast_free(pairs);
+	ast_variables_destroy(settings);
 	ao2_cleanup(call.agent);
 	return res;
 }
 
 /* CLI: any CLI thread; never with a channel locked. */
+
+/*! \internal \brief Characters (not bytes) in a UTF-8 string, for column padding. */
+static int convai_utf8_len(const char *text)
+{
+	int n = 0;
+
+	for (; *text; text++) {
+		n += ((unsigned char) *text & 0xC0) != 0x80;
+	}
+	return n;
+}
 
 /*! \internal \brief Show an API key as "sk-…abcd": enough to tell keys apart, never the key. */
 static const char *convai_redact(const char *key, char *buf, size_t len)
@@ -1117,13 +1587,162 @@ static char *convai_cli_show_agents(struct ast_cli_entry *e, int cmd, struct ast
 		"Agent", "Agent ID", "API key", "Buffer", "Attempts", "Timeout", "Debug");
 	it = ao2_iterator_init(cfg->agents, 0);
 	for (; (agent = ao2_iterator_next(&it)); ao2_ref(agent, -1)) {
-		ast_cli(a->fd, "%-20s %-32s %-12s %6u ms %-8u %5u s %-5s\n",
-			agent->name, agent->agent_id, convai_redact(agent->api_key, key, sizeof(key)),
+		/* The redacted key has a 3-byte ellipsis: pad by hand to keep the columns. */
+		const char *shown = convai_redact(agent->key, key, sizeof(key));
+
+		ast_cli(a->fd, "%-20s %-32s %s%*s %6u ms %-8u %5u s %-5s\n",
+			agent->name, agent->agent_id, shown, 12 - convai_utf8_len(shown), "",
 			agent->buffer_ms, agent->max_connection_attempts, agent->connection_timeout_seconds,
-			AST_CLI_YESNO(agent->debug || convai_debug_all));
+			AST_CLI_YESNO(convai_agent_debug(agent)));
 	}
 	ao2_iterator_destroy(&it);
 	ast_cli(a->fd, "%d agent(s)\n", ao2_container_count(cfg->agents));
+	return CLI_SUCCESS;
+}
+
+/*! \internal \brief Offer agent names for tab completion. */
+static char *convai_complete_agent(const char *word)
+{
+	RAII_VAR(struct convai_config *, cfg, ao2_global_obj_ref(convai_globals), ao2_cleanup);
+	struct ao2_iterator it;
+	struct convai_agent *agent;
+	size_t len = strlen(word);
+
+	if (!cfg) {
+		return NULL;
+	}
+	it = ao2_iterator_init(cfg->agents, 0);
+	for (; (agent = ao2_iterator_next(&it)); ao2_ref(agent, -1)) {
+		if (!strncasecmp(agent->name, word, len)) {
+			ast_cli_completion_add(ast_strdup(agent->name));
+		}
+	}
+	ao2_iterator_destroy(&it);
+	return NULL;
+}
+
+static const char *convai_key_source(const struct convai_agent *agent)
+{
+	if (!ast_strlen_zero(agent->api_key_file)) {
+		return "file";
+	} else if (!ast_strlen_zero(agent->api_key_env)) {
+		return "environment";
+	}
+	return ast_strlen_zero(agent->key) ? "none (public agent)" : "elevenlabs.conf";
+}
+
+static char *convai_cli_show_agent(struct ast_cli_entry *e, int cmd, struct ast_cli_args *a)
+{
+	RAII_VAR(struct convai_agent *, agent, NULL, ao2_cleanup);
+	RAII_VAR(struct convai_usage *, usage, NULL, ao2_cleanup);
+	struct ast_variable *var;
+	char key[32];
+	size_t i;
+
+	switch (cmd) {
+	case CLI_INIT:
+		e->command = "elevenlabs show agent";
+		e->usage = "Usage: elevenlabs show agent <name>\n"
+			"       Show one agent's settings (API key redacted) and its live calls.\n";
+		return NULL;
+	case CLI_GENERATE:
+		return a->pos == 3 ? convai_complete_agent(a->word) : NULL;
+	}
+	if (a->argc != 4) {
+		return CLI_SHOWUSAGE;
+	}
+	agent = convai_find_agent(a->argv[3]);
+	if (!agent) {
+		ast_cli(a->fd, "No agent '%s' in elevenlabs.conf\n", a->argv[3]);
+		return CLI_FAILURE;
+	}
+	usage = ao2_find(convai_usage, agent->name, OBJ_SEARCH_KEY);
+	ast_cli(a->fd, "Agent:                %s\n", agent->name);
+	ast_cli(a->fd, "Agent ID:             %s\n", agent->agent_id);
+	ast_cli(a->fd, "API key:              %s (from %s)\n", convai_redact(agent->key, key, sizeof(key)),
+		convai_key_source(agent));
+	ast_cli(a->fd, "Signed URL endpoint:  %s\n", agent->signed_url_endpoint);
+	ast_cli(a->fd, "Caller audio chunks:  %u ms\n", agent->buffer_ms);
+	ast_cli(a->fd, "Connection:           %u attempt(s), %u s each\n", agent->max_connection_attempts,
+		agent->connection_timeout_seconds);
+	ast_cli(a->fd, "Send caller number:   %s\n", AST_CLI_YESNO(agent->send_caller_number));
+	ast_cli(a->fd, "Max call duration:    %s%u\n", agent->max_call_duration_seconds ? "" : "none ",
+		agent->max_call_duration_seconds);
+	ast_cli(a->fd, "Max concurrent calls: %u (0: no limit)\n", agent->max_concurrent_calls);
+	ast_cli(a->fd, "Live calls:           %d\n", usage ? usage->calls : 0);
+	ast_cli(a->fd, "Debug:                %s\n", AST_CLI_YESNO(convai_agent_debug(agent)));
+	ast_cli(a->fd, "Overrides allowed:   ");
+	for (i = 0; i < ARRAY_LEN(convai_override_fields); i++) {
+		if (agent->allowed_overrides & convai_override_fields[i].flag) {
+			const char *value = CONVAI_FIELD(agent, convai_override_fields[i].offset);
+
+			ast_cli(a->fd, " %s%s%s%s", convai_override_fields[i].name, ast_strlen_zero(value) ? "" : " (\"",
+				S_OR(value, ""), ast_strlen_zero(value) ? "" : "\")");
+		}
+	}
+	ast_cli(a->fd, "%s\n", agent->allowed_overrides ? "" : " none");
+	ast_cli(a->fd, "Dynamic variables:    caller_number, caller_name, called_number, call_uniqueid, ELEVENLABS_VAR_*\n");
+	for (var = agent->dynamic_variables; var; var = var->next) {
+		ast_cli(a->fd, "                      %s = %s\n", var->name, var->value);
+	}
+	return CLI_SUCCESS;
+}
+
+/*! \internal \brief Metrics in Prometheus text format: the module's counters, then Python's. */
+static void convai_metrics(struct ast_str **out)
+{
+	RAII_VAR(struct convai_config *, cfg, ao2_global_obj_ref(convai_globals), ao2_cleanup);
+	struct ao2_iterator it;
+	struct convai_usage *usage;
+	char *python;
+	size_t i;
+
+	ast_str_append(out, 0, "# HELP asterisk_elevenlabs_calls_active Conversations in progress.\n"
+		"# TYPE asterisk_elevenlabs_calls_active gauge\n");
+	ao2_lock(convai_usage);
+	it = ao2_iterator_init(convai_usage, AO2_ITERATOR_DONTLOCK);
+	for (; (usage = ao2_iterator_next(&it)); ao2_ref(usage, -1)) {
+		ast_str_append(out, 0, "asterisk_elevenlabs_calls_active{agent=\"%s\"} %d\n", usage->name, usage->calls);
+	}
+	ao2_iterator_destroy(&it);
+	ao2_unlock(convai_usage);
+	ast_str_append(out, 0, "# HELP asterisk_elevenlabs_calls_total Conversations by how they ended.\n"
+		"# TYPE asterisk_elevenlabs_calls_total counter\n");
+	for (i = 0; i < ARRAY_LEN(convai_statuses); i++) {
+		ast_str_append(out, 0, "asterisk_elevenlabs_calls_total{status=\"%s\"} %d\n", convai_statuses[i],
+			convai_outcomes[i]);
+	}
+	ast_str_append(out, 0, "# HELP asterisk_elevenlabs_agents Agents configured.\n"
+		"# TYPE asterisk_elevenlabs_agents gauge\nasterisk_elevenlabs_agents %d\n",
+		cfg ? ao2_container_count(cfg->agents) : 0);
+	python = convai_embed_metrics();
+	if (python) {
+		ast_str_append(out, 0, "%s", python);
+		ast_std_free(python);
+	}
+}
+
+static char *convai_cli_show_metrics(struct ast_cli_entry *e, int cmd, struct ast_cli_args *a)
+{
+	RAII_VAR(struct ast_str *, out, ast_str_create(2048), ast_free);
+
+	switch (cmd) {
+	case CLI_INIT:
+		e->command = "elevenlabs show metrics";
+		e->usage = "Usage: elevenlabs show metrics\n"
+			"       The counters res_prometheus exports, in Prometheus text format.\n";
+		return NULL;
+	case CLI_GENERATE:
+		return NULL;
+	}
+	if (a->argc != e->args) {
+		return CLI_SHOWUSAGE;
+	}
+	if (!out) {
+		return CLI_FAILURE;
+	}
+	convai_metrics(&out);
+	ast_cli(a->fd, "%s", ast_str_buffer(out));
 	return CLI_SUCCESS;
 }
 
@@ -1187,30 +1806,82 @@ static char *convai_cli_show_calls(struct ast_cli_entry *e, int cmd, struct ast_
 static char *convai_cli_debug(struct ast_cli_entry *e, int cmd, struct ast_cli_args *a)
 {
 	static const char *const choices[] = { "on", "off", NULL };
+	RAII_VAR(struct convai_agent *, agent, NULL, ao2_cleanup);
+	int on;
 
 	switch (cmd) {
 	case CLI_INIT:
 		e->command = "elevenlabs debug";
-		e->usage = "Usage: elevenlabs debug {on|off}\n"
+		e->usage = "Usage: elevenlabs debug {on|off} [agent]\n"
 			"       Log conversation details (VAD scores, interruptions, WebSocket\n"
-			"       lifecycle) at debug level for every call.\n";
+			"       lifecycle) at debug level, for every agent or for one; applies to\n"
+			"       calls that start afterwards.\n";
 		return NULL;
 	case CLI_GENERATE:
-		return a->pos == 2 ? ast_cli_complete(a->word, choices, a->n) : NULL;
+		if (a->pos == 2) {
+			return ast_cli_complete(a->word, choices, a->n);
+		}
+		return a->pos == 3 ? convai_complete_agent(a->word) : NULL;
 	}
-	if (a->argc != 3) {
+	if (a->argc != 3 && a->argc != 4) {
 		return CLI_SHOWUSAGE;
 	}
 	if (ast_true(a->argv[2])) {
-		convai_debug_all = 1;
+		on = 1;
 	} else if (ast_false(a->argv[2])) {
-		convai_debug_all = 0;
+		on = 0;
 	} else {
 		return CLI_SHOWUSAGE;
 	}
-	convai_embed_set_debug(convai_debug_all);
-	ast_cli(a->fd, "ElevenLabs debug logging %s\n", convai_debug_all ? "enabled" : "disabled");
+	if (a->argc == 3) {
+		convai_debug_all = on;
+		convai_embed_set_debug(on);
+		ast_cli(a->fd, "ElevenLabs debug logging %s\n", on ? "enabled" : "disabled");
+		return CLI_SUCCESS;
+	}
+	agent = convai_find_agent(a->argv[3]);
+	if (!agent) {
+		ast_cli(a->fd, "No agent '%s' in elevenlabs.conf\n", a->argv[3]);
+		return CLI_FAILURE;
+	}
+	if (on) {
+		ast_str_container_add(convai_debug_agents, agent->name);
+	} else {
+		ast_str_container_remove(convai_debug_agents, agent->name);
+	}
+	ast_cli(a->fd, "ElevenLabs debug logging %s for agent %s\n", on ? "enabled" : "disabled", agent->name);
 	return CLI_SUCCESS;
+}
+
+static void convai_prometheus_callback(struct ast_str **output)
+{
+	convai_metrics(output);
+}
+
+static struct prometheus_callback convai_prometheus = {
+	.name = "app_elevenlabs_convai",
+	.callback_fn = convai_prometheus_callback,
+};
+
+/*! res_prometheus's register/unregister, when that module is loaded (found at run time). */
+static int (*convai_prometheus_register)(struct prometheus_callback *callback);
+static void (*convai_prometheus_unregister)(struct prometheus_callback *callback);
+
+/*! \internal \brief Export metrics through res_prometheus if it is loaded; no hard dependency. */
+static void convai_prometheus_attach(void)
+{
+	if (convai_prometheus_register) {
+		return;
+	}
+	convai_prometheus_register = dlsym(RTLD_DEFAULT, "prometheus_callback_register");
+	convai_prometheus_unregister = dlsym(RTLD_DEFAULT, "prometheus_callback_unregister");
+	if (!convai_prometheus_register || !convai_prometheus_unregister
+		|| convai_prometheus_register(&convai_prometheus)) {
+		convai_prometheus_register = NULL;
+		ast_debug(1, "res_prometheus not loaded; metrics through 'elevenlabs show metrics' only\n");
+		return;
+	}
+	ast_verb(3, "ElevenLabs metrics exported through res_prometheus\n");
 }
 
 static int convai_reload(void)
@@ -1221,6 +1892,7 @@ static int convai_reload(void)
 	if (!convai_embed_running()) {
 		convai_start_runtime();
 	}
+	convai_prometheus_attach();
 	return res;
 }
 
@@ -1246,6 +1918,8 @@ static char *convai_cli_reload(struct ast_cli_entry *e, int cmd, struct ast_cli_
 
 static struct ast_cli_entry convai_cli[] = {
 	AST_CLI_DEFINE(convai_cli_show_agents, "List ElevenLabs agents"),
+	AST_CLI_DEFINE(convai_cli_show_agent, "Show one ElevenLabs agent"),
+	AST_CLI_DEFINE(convai_cli_show_metrics, "Show ElevenLabs metrics"),
 	AST_CLI_DEFINE(convai_cli_show_runtime, "Show the embedded Python runtime"),
 	AST_CLI_DEFINE(convai_cli_show_calls, "List live ElevenLabs conversations"),
 	AST_CLI_DEFINE(convai_cli_debug, "Enable or disable ElevenLabs debug logging"),
@@ -1278,14 +1952,30 @@ static int unload_module(void)
 	}
 	ast_cli_unregister_multiple(convai_cli, ARRAY_LEN(convai_cli));
 	ast_unregister_application(app);
+	if (convai_prometheus_register) {
+		convai_prometheus_unregister(&convai_prometheus);
+		convai_prometheus_register = NULL;
+	}
 	convai_embed_stop(CONVAI_SHUTDOWN_TIMEOUT_MS);
 	aco_info_destroy(&convai_cfg_info);
 	ao2_global_obj_release(convai_globals);
+	ao2_cleanup(convai_usage);
+	convai_usage = NULL;
+	ao2_cleanup(convai_debug_agents);
+	convai_debug_agents = NULL;
 	return 0;
 }
 
 static int load_module(void)
 {
+	convai_usage = ao2_container_alloc_hash(AO2_ALLOC_OPT_LOCK_MUTEX, 0, 31, convai_usage_hash, NULL,
+		convai_usage_cmp);
+	convai_debug_agents = ast_str_container_alloc(7);
+	if (!convai_usage || !convai_debug_agents) {
+		ao2_cleanup(convai_usage);
+		ao2_cleanup(convai_debug_agents);
+		return AST_MODULE_LOAD_DECLINE;
+	}
 	if (convai_register_options()) {
 		ast_log(LOG_ERROR, "Cannot register elevenlabs.conf options (is the module's XML documentation installed?)\n");
 		aco_info_destroy(&convai_cfg_info);
@@ -1306,6 +1996,7 @@ static int load_module(void)
 		return AST_MODULE_LOAD_DECLINE;
 	}
 	ast_cli_register_multiple(convai_cli, ARRAY_LEN(convai_cli));
+	convai_prometheus_attach();
 	return AST_MODULE_LOAD_SUCCESS;
 }
 
@@ -1320,4 +2011,5 @@ AST_MODULE_INFO(ASTERISK_GPL_KEY, AST_MODFLAG_LOAD_ORDER, "ElevenLabs Conversati
 	.unload = unload_module,
 	.reload = reload_module,
 	.load_pri = AST_MODPRI_DEFAULT,
+	.optional_modules = "res_prometheus",
 );

@@ -313,6 +313,11 @@ char *convai_embed_describe_calls(void)
 	return embed_call_text("describe_calls");
 }
 
+char *convai_embed_metrics(void)
+{
+	return embed_call_text("metrics");
+}
+
 /*! \internal \brief Build a dict from NULL-terminated key, value pairs. GIL held. */
 static PyObject *embed_settings_dict(const char *const *settings)
 {

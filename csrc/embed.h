@@ -125,6 +125,12 @@ char *convai_embed_describe(void);
 char *convai_embed_describe_calls(void);
 
 /*!
+ * \brief pyconvai's counters in Prometheus text format.
+ * \return text allocated with malloc (the caller frees it), or NULL
+ */
+char *convai_embed_metrics(void);
+
+/*!
  * \brief Start the Python side of one call; it connects asynchronously.
  * \return an opaque handle (a new reference), or NULL (reason logged)
  */

@@ -16,6 +16,7 @@ on the eventfd; both Python threads send them, serialised by a lock.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import struct
@@ -26,7 +27,7 @@ from collections.abc import Callable, Mapping
 
 import orjson
 
-from .config import SettingsError, session_settings
+from .config import SettingsError, call_limits, session_settings
 from .ring import Ring
 from .session import (
     AgentAudioQueued,
@@ -111,6 +112,7 @@ class Call:
         self._was_playing = False
         self._drained = False
         try:
+            self.limits = call_limits(settings)
             self.session: Session | None = Session(session_settings(settings), listener=self._on_event)
         except SettingsError as exc:
             self.session = None
@@ -132,7 +134,15 @@ class Call:
     async def run(self) -> None:
         if self.session is None:
             return
+        limit = self.limits.max_duration_seconds
+        timer = None
+        if limit:
+            timer = asyncio.get_running_loop().call_later(
+                limit, self.session.end_with_goodbye, self.limits.goodbye_message,
+                f"maximum call duration ({limit} s) reached")
         ended = await self.session.run()
+        if timer is not None:
+            timer.cancel()
         if ended.status is EndStatus.AGENT_ENDED and not self.finished:
             # The playback thread plays what is queued (bounded), then asks for _finish.
             queued_ms = self.session.playback.queued_ms + FRAMES_AHEAD * FRAME_MS

@@ -23,6 +23,7 @@ import time
 from collections.abc import Mapping
 
 from .call import Call
+from .stats import Totals
 
 try:  # Provided by the module that embeds us; absent under plain pytest.
     import _convai_host
@@ -70,6 +71,7 @@ class Runtime:
         self.loop = asyncio.new_event_loop()
         self.calls: dict[int, Call] = {}
         self.calls_lock = threading.Lock()
+        self.totals = Totals()
         self._stopping = threading.Event()
         self._loop_thread = threading.Thread(target=self._run_loop, name="pyconvai-asyncio", daemon=True)
         self._playback_thread = threading.Thread(target=self._run_playback, name="pyconvai-playback", daemon=True)
@@ -91,8 +93,11 @@ class Runtime:
             "%s: call task failed: %r", call.channel, t.exception()))
 
     def forget(self, call: Call) -> None:
+        """A call has finished: drop it and add its figures to the totals."""
         with self.calls_lock:
             self.calls.pop(id(call), None)
+            self.totals.add(call.stats, call.frames_in, call.underruns, call.interruptions,
+                            call.uplink.counters["overflowed"])
 
     def schedule(self, callback) -> None:
         """Run ``callback`` on the asyncio thread (from any thread)."""
@@ -235,6 +240,14 @@ def describe_calls() -> str:
         )
     lines.append(f"{len(calls)} call(s)")
     return "\n".join(lines) + "\n"
+
+
+def metrics() -> str:
+    """pyconvai's counters for res_prometheus and "elevenlabs show metrics"."""
+    if _runtime is None:
+        return ""
+    with _runtime.calls_lock:
+        return _runtime.totals.prometheus()
 
 
 def describe() -> str:

@@ -89,6 +89,8 @@ _MAX_AUDIO_BACKLOG_MS = 2000  # caller audio waiting for a slow socket before dr
 _PROTOCOL_WARNINGS = 10  # protocol errors logged at WARNING, the rest at DEBUG
 _END_LOG_LEVEL = {"FAILED": logging.WARNING, "CONFIG_ERROR": logging.ERROR}
 _UNSUPPORTED_TOOL = "Client tool {!r} is not supported by app_elevenlabs_convai"
+GOODBYE_TIMEOUT = 15.0  # longest wait for the agent's goodbye before closing anyway
+GOODBYE_QUIET = 1.0  # the goodbye is over when no agent audio came for this long
 
 
 class SessionState(enum.Enum):
@@ -275,6 +277,10 @@ class Session:
         self._caller_buf = bytearray()
         self._chunk_bytes = 0
         self._server_error: ServerError | None = None
+        self._goodbye_reason: str | None = None
+        self._goodbye_task: asyncio.Task[None] | None = None
+        self._goodbye_closing = False
+        self._last_audio_at = 0.0
 
     @property
     def state(self) -> SessionState:
@@ -336,6 +342,32 @@ class Session:
         elif self._state is SessionState.ACTIVE:
             self._caller_buf += data
             self._send_caller_chunks()
+
+    def end_with_goodbye(self, message: str, reason: str, timeout: float = GOODBYE_TIMEOUT) -> None:
+        """Ask the agent to say goodbye (a ``user_message``), then close with 1000. Asyncio thread.
+
+        The socket closes once the agent's answer has stopped arriving for
+        ``GOODBYE_QUIET`` seconds, or after ``timeout``; run() then returns
+        AGENT_ENDED with ``reason`` and the goodbye stays queued in ``playback``.
+        """
+        if self._state is not SessionState.ACTIVE or self._goodbye_reason is not None:
+            return
+        self._goodbye_reason = reason
+        self._log.info("%s: asking the agent to say goodbye", reason)
+        self._protocol.user_message(message)
+        self._queue_control()
+        self._goodbye_task = asyncio.ensure_future(self._close_after_goodbye(time.monotonic(), timeout))
+
+    async def _close_after_goodbye(self, asked_at: float, timeout: float) -> None:
+        deadline = asked_at + timeout
+        while time.monotonic() < deadline:
+            answered = self._last_audio_at > asked_at
+            if answered and time.monotonic() - self._last_audio_at >= GOODBYE_QUIET:
+                break
+            await asyncio.sleep(0.1)
+        if self._state is SessionState.ACTIVE and self._conn is not None:
+            self._goodbye_closing = True
+            self._begin_close(self._goodbye_reason or "goodbye")
 
     # --- conversation -------------------------------------------------------------
 
@@ -471,6 +503,7 @@ class Session:
         self.feed_caller_audio(bytes(early))
 
     def _on_agent_audio(self, audio: bytes, event_id: int | None) -> None:
+        self._last_audio_at = time.monotonic()
         self.counters.audio_chunks_in += 1
         self.counters.audio_bytes_in += len(audio)
         if self.counters.first_audio_seconds is None:
@@ -516,6 +549,9 @@ class Session:
         self._log.debug("websocket closed: code %s reason %r", code, why)
         if self._hangup_reason is not None:
             return self._ending(EndStatus.CALLER_HANGUP, self._hangup_reason, code, why)
+        if self._goodbye_closing:
+            self.playback.finish()
+            return self._ending(EndStatus.AGENT_ENDED, self._goodbye_reason or "goodbye", code, why)
         err = self._server_error
         detail = why or (f"{err.error_type}: {err.message}" if err else "") or "no reason given"
         kind = err.error_type if err is not None else ""
@@ -605,7 +641,9 @@ class Session:
         writer = self._writer
         if writer is not None and writer.done() and not writer.cancelled() and writer.exception():
             self._log.error("sending failed", exc_info=writer.exception())
-        pending = [t for t in (self._connect_task, self._writer) if t is not None and not t.done()]
+        pending = [
+            t for t in (self._connect_task, self._writer, self._goodbye_task) if t is not None and not t.done()
+        ]
         for task in pending:
             task.cancel()
         if pending:

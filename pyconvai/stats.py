@@ -119,3 +119,77 @@ class CallStats:
             "InterruptedAfterFrames": ",".join(map(str, self.frames_before_interruptions[-MAX_SAMPLES:])),
             "FrameIntervalsMs": ",".join(f"{k}:{v}" for k, v in sorted(self.frame_intervals_ms.items())),
         }
+
+
+#: Histogram buckets (seconds) for the latency metrics.
+LATENCY_BUCKETS = (0.005, 0.010, 0.020, 0.040, 0.080, 0.160, 0.320)
+
+
+@dataclass
+class Histogram:
+    """A Prometheus histogram: cumulative bucket counts, sum and count."""
+
+    buckets: tuple[float, ...] = LATENCY_BUCKETS
+    counts: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))
+    total: float = 0.0
+    count: int = 0
+
+    def add(self, value: float) -> None:
+        for i, bound in enumerate(self.buckets):
+            if value <= bound:
+                self.counts[i] += 1
+        self.total += value
+        self.count += 1
+
+    def lines(self, name: str) -> list[str]:
+        lines = [f'{name}_bucket{{le="{bound}"}} {n}' for bound, n in zip(self.buckets, self.counts)]
+        lines += [f'{name}_bucket{{le="+Inf"}} {self.count}', f"{name}_sum {self.total:.6f}", f"{name}_count {self.count}"]
+        return lines
+
+
+@dataclass
+class Totals:
+    """Figures of every call that has finished in this Asterisk process."""
+
+    calls: int = 0
+    frames_in: int = 0
+    frames_out: int = 0
+    underruns: int = 0
+    interruptions: int = 0
+    caller_audio_dropped_bytes: int = 0
+    downlink_latency: Histogram = field(default_factory=Histogram)
+    barge_in_stop: Histogram = field(default_factory=Histogram)
+
+    def add(self, stats: CallStats, frames_in: int, underruns: int, interruptions: int, dropped: int) -> None:
+        self.calls += 1
+        self.frames_in += frames_in
+        self.frames_out += stats.frames_written
+        self.underruns += underruns
+        self.interruptions += interruptions
+        self.caller_audio_dropped_bytes += dropped
+        for value in stats.downlink_latencies:
+            self.downlink_latency.add(value)
+        for value in stats.barge_in_stops:
+            self.barge_in_stop.add(value)
+
+    def prometheus(self) -> str:
+        """Prometheus text format, ``asterisk_elevenlabs_`` names."""
+        counters = (
+            ("frames_in_total", "Caller frames sent to agents (finished calls).", self.frames_in),
+            ("frames_out_total", "Agent frames written to callers (finished calls).", self.frames_out),
+            ("underruns_total", "Times the downlink ran dry while agent audio was queued.", self.underruns),
+            ("interruptions_total", "Barge-ins (interruption messages).", self.interruptions),
+            ("caller_audio_dropped_bytes_total", "Caller audio dropped because Python fell behind.",
+             self.caller_audio_dropped_bytes),
+        )
+        lines: list[str] = []
+        for name, help_text, value in counters:
+            full = f"asterisk_elevenlabs_{name}"
+            lines += [f"# HELP {full} {help_text}", f"# TYPE {full} counter", f"{full} {value}"]
+        for name, help_text, histogram in (
+            ("downlink_latency_seconds", "Agent audio received -> its first frame written.", self.downlink_latency),
+            ("barge_in_stop_seconds", "Interruption received -> last old frame written.", self.barge_in_stop),
+        ):
+            full = f"asterisk_elevenlabs_{name}"
+            lines += [f"# HELP {full} {help_text}", f"# TYPE {full} histogram", *histogram.lines(full)]
+        return "\n".join(lines) + "\n"
