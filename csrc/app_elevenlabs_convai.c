@@ -233,6 +233,8 @@ enum convai_exec_flags {
 	OPT_HANGUP_ON_END = (1 << 0),
 };
 
+#define CONVAI_OPTION_LETTERS "h"
+
 AST_APP_OPTIONS(convai_exec_options, {
 	AST_APP_OPTION('h', OPT_HANGUP_ON_END),
 });
@@ -1451,8 +1453,10 @@ static int convai_exec(struct ast_channel *chan, const char *data)
 		convai_call_end(&call, "CONFIG_ERROR", "no agent name given");
 		goto end;
 	}
+	/* ast_app_parse_options() skips letters it does not know: check them first. */
 	if (!ast_strlen_zero(args.options)
-		&& ast_app_parse_options(convai_exec_options, &flags, NULL, args.options)) {
+		&& (strspn(args.options, CONVAI_OPTION_LETTERS) != strlen(args.options)
+			|| ast_app_parse_options(convai_exec_options, &flags, NULL, args.options))) {
 		ast_log(LOG_WARNING, "%s: %s: invalid options '%s' (known: h)\n", ast_channel_name(chan), app, args.options);
 		convai_call_end(&call, "CONFIG_ERROR", "invalid options");
 		goto end;

@@ -60,7 +60,7 @@ class ConversationRecord:
 
 @dataclass(frozen=True)
 class HttpRequestRecord:
-    """One plain HTTP request answered by the simulator."""
+    """One plain HTTP request answered by the simulator (``t``: when it arrived)."""
 
     t: float
     path: str

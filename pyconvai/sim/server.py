@@ -269,6 +269,7 @@ class Simulator:
 
     async def _process_request(self, _connection: ServerConnection, request: Request) -> Response | None:
         """Answer plain HTTP GETs; let WebSocket upgrades on ``WS_PATH`` through."""
+        arrived = time.monotonic()
         url = urlsplit(request.path)
         if url.path == WS_PATH:
             return None
@@ -277,7 +278,7 @@ class Simulator:
             status, body = await self._signed_url(request.headers.get("xi-api-key"), params)
         else:
             status, body = 404, {"detail": "Not Found"}
-        self._add(self._http, HttpRequestRecord(time.monotonic(), url.path, params, status))
+        self._add(self._http, HttpRequestRecord(arrived, url.path, params, status))
         self._log.write("http", None, path=url.path, params=params, status=status, response=body)
         log.info("GET %s → %d", url.path, status)
         return _json_response(status, body)

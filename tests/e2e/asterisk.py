@@ -132,10 +132,11 @@ write = all
 
     # Process control
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 30.0, env: dict[str, str] | None = None) -> None:
         out = open(self.host_path(self.path("log/stdout")), "wb")
         self.process = subprocess.Popen(
             self._prefix + ["asterisk", "-f", "-n", "-C", self.path("etc/asterisk.conf")],
+            env={**os.environ, **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,

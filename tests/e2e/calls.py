@@ -9,6 +9,7 @@ application set.
 
 from __future__ import annotations
 
+import time
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +18,15 @@ import numpy as np
 
 from pyconvai import audio
 
+API_KEY = "sk_test_0123456789abcdef0123456789abcd"
+
 FRAME_MS = 20
 
 
-def dialplan(rec_dir: str, sounds_dir: str) -> str:
-    """The e2e context: ai-<agent>[-<options>] and caller-<script> extensions."""
+def dialplan(rec_dir: str, sounds_dir: str, extra: str = "") -> str:
+    """The e2e context: ai-<agent>[-<options>], caller-<tag>-<secs>, talk-... and ``extra`` lines."""
     return f"""[e2e]
+{extra}
 exten => _ai-.,1,Set(AGENT_ARGS=${{CUT(EXTEN,-,2-)}})
  same => n,ElevenLabsConversationalAI(${{CUT(AGENT_ARGS,-,1)}},${{CUT(AGENT_ARGS,-,2)}})
  same => n,UserEvent(ConvaiResult,Status: ${{ELEVENLABS_STATUS}},Conversation: ${{ELEVENLABS_CONVERSATION_ID}},Reason: ${{ELEVENLABS_END_REASON}},Where: dialplan)
@@ -114,3 +118,75 @@ def tone_frames(samples: np.ndarray, rate: int, freq: float, min_ratio: float = 
 def dominant_frequency(samples: np.ndarray, rate: int) -> float:
     spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
     return float(np.fft.rfftfreq(len(samples), 1 / rate)[int(np.argmax(spectrum))])
+
+
+def agents_conf(endpoint: str, agents: dict[str, dict], general: dict | None = None, etc: str = "") -> str:
+    """elevenlabs.conf with each agent pointed at the simulator's signed-URL endpoint.
+
+    A value None leaves a default key out; a list repeats the key; "{etc}" is
+    the sandbox's configuration directory.
+    """
+    text = "[general]\n" + "".join(f"{k} = {v}\n" for k, v in (general or {}).items())
+    for name, keys in agents.items():
+        keys = {"elevenlabs_api_key": API_KEY, "elevenlabs_get_signed_url_endpoint": endpoint, **keys}
+        text += f"\n[{name}]\n"
+        for key, value in keys.items():
+            for item in value if isinstance(value, list) else [value]:
+                if item is not None:
+                    text += f"{key} = {str(item).replace('{etc}', etc)}\n"
+    return text
+
+
+class CallBed:
+    """An Asterisk with the e2e dialplan, an AMI client and the caller's sounds."""
+
+    def __init__(self, ast, ami):
+        self.ast = ast
+        self.ami = ami
+        sounds = ast.host_path(ast.path("sounds"))
+        # A second of speech, then silence that pushes it through the caller's translators.
+        write_wav(sounds / "speak1k.wav", audio.tone(1000.0, 1000, 8000, 12000) + audio.silence(300, 8000))
+        write_wav(sounds / "quiet1s.wav", audio.silence(1000, 8000))
+
+    def call(self, agent: str, caller: str, codecs: str | None = None) -> None:
+        self.ast.originate(f"ai-{agent}", caller, codecs=codecs, ami=self.ami)
+
+    def events(self, name: str) -> list[dict]:
+        return [e for e in list(self.ami.events) if e.get("Event") == name]
+
+    def event(self, name: str, index: int = 0, timeout: float = 30.0, **match: str) -> dict:
+        """The index-th AMI event called ``name`` whose headers match ``match``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [e for e in self.events(name) if all(e.get(k) == v for k, v in match.items())]
+            if len(found) > index:
+                return found[index]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {name} event #{index} {match}: {self.ast.log_text()[-3000:]}")
+            time.sleep(0.05)
+
+    def result(self, timeout: float = 30.0, index: int = 0) -> dict:
+        """The ConvaiResult UserEvent the dialplan raises after the application."""
+        return self.event("UserEvent", index, timeout, UserEvent="ConvaiResult")
+
+    def stats(self, index: int = 0, timeout: float = 15.0) -> dict:
+        """The module's figures for a call (AMI ElevenLabsConversationStats)."""
+        return self.event("ElevenLabsConversationStats", index, timeout)
+
+    def heard(self, tag: str, timeout: float = 10.0):
+        """What the caller heard; MixMonitor finishes the file after the hangup."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return read_wav(self.ast.recording(f"{tag}-heard.wav"))
+            except (OSError, EOFError, wave.Error):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.ast.channel_count() or "Live calls:      0" not in self.ast.cli("elevenlabs show runtime"):
+            if time.monotonic() > deadline:
+                raise AssertionError("calls left behind:\n" + self.ast.cli("core show channels"))
+            time.sleep(0.1)

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from pyconvai.sim import SimConfig, Simulator
 from tests.e2e.asterisk import Asterisk
+from tests.e2e.calls import API_KEY, CallBed, agents_conf, dialplan
 
 pytestmark = pytest.mark.e2e
 
@@ -54,16 +56,45 @@ def make_asterisk(testbed_root: Path, moddir: str):
     """Factory: ``make_asterisk(configs={...}, modules=[...])`` returns a started Asterisk."""
     started: list[Asterisk] = []
 
-    def factory(configs: dict[str, str] | None = None, modules: list[str] | None = None, start: bool = True) -> Asterisk:
+    def factory(configs: dict[str, str] | None = None, modules: list[str] | None = None, start: bool = True,
+                env: dict[str, str] | None = None) -> Asterisk:
         ast = Asterisk(testbed_root, moddir, modules=modules)
         for name, text in (configs or {}).items():
             ast.write_config(name, text)
         started.append(ast)
         if start:
-            ast.start()
+            ast.start(env=env)
         return ast
 
     yield factory
     for ast in started:
         ast.stop()
         ast.cleanup()
+
+
+@pytest.fixture
+def sim():
+    """The simulator; call_bed() sets its agent scripts."""
+    simulator = Simulator(SimConfig(api_key=API_KEY))
+    yield simulator
+    simulator.stop()
+
+
+@pytest.fixture
+def call_bed(make_asterisk, sim):
+    """Factory: an Asterisk with agents pointed at the simulator, the e2e dialplan and AMI.
+
+    ``call_bed(agents, scripts, extra_dialplan="", general=None, env=None, modules=None, configs=None)``
+    """
+
+    def factory(agents, scripts, extra_dialplan="", general=None, env=None, modules=None, configs=None) -> CallBed:
+        sim.config = SimConfig(api_key=API_KEY, agents=scripts)
+        sim.start()
+        ast = make_asterisk(configs, modules=modules, start=False)
+        ast.write_config("elevenlabs.conf", agents_conf(sim.signed_url_endpoint, agents, general, ast.path("etc")))
+        extra = extra_dialplan.replace("${SOUNDS}", ast.path("sounds"))
+        ast.write_config("extensions.conf", dialplan(ast.path("rec"), ast.path("sounds"), extra))
+        ast.start(env=env)
+        return CallBed(ast, ast.ami())
+
+    return factory

@@ -11,17 +11,14 @@ speaks 1000 Hz.
 from __future__ import annotations
 
 import re
-import time
-import wave
 
 import numpy as np
 import pytest
 
 from pyconvai import audio
-from pyconvai.sim import AgentScript, SimConfig, Simulator
-from tests.e2e.calls import dialplan, read_wav, tone_frames, write_wav
+from pyconvai.sim import AgentScript
+from tests.e2e.calls import API_KEY, read_wav, tone_frames
 
-API_KEY = "sk_test_0123456789abcdef0123456789abcd"
 ULAW = {"output_format": "ulaw_8000", "input_format": "ulaw_8000"}
 SCRIPTS = {
     "agent_greeting": AgentScript(**ULAW, greeting_ms=3000),
@@ -34,86 +31,12 @@ SCRIPTS = {
 
 
 @pytest.fixture
-def sim():
-    with Simulator(SimConfig(api_key=API_KEY, agents=SCRIPTS)) as simulator:
-        yield simulator
+def bed(call_bed):
+    return lambda agents: call_bed(agents, SCRIPTS)
 
 
-def agents_conf(sim, **agents: dict) -> str:
-    text = "[general]\n"
-    for name, keys in agents.items():
-        keys = {"elevenlabs_api_key": API_KEY, "elevenlabs_get_signed_url_endpoint": sim.signed_url_endpoint, **keys}
-        text += f"\n[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())
-    return text
-
-
-class CallBed:
-    """An Asterisk with the e2e dialplan, an AMI client and the caller's sounds."""
-
-    def __init__(self, ast, ami):
-        self.ast = ast
-        self.ami = ami
-        sounds = ast.host_path(ast.path("sounds"))
-        # A second of speech, then silence that pushes it through the caller's translators.
-        write_wav(sounds / "speak1k.wav", audio.tone(1000.0, 1000, 8000, 12000) + audio.silence(300, 8000))
-
-    def call(self, agent: str, caller: str, codecs: str | None = None) -> None:
-        self.ast.originate(f"ai-{agent}", caller, codecs=codecs, ami=self.ami)
-
-    def result(self, timeout: float = 30.0, index: int = 0) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            results = [e for e in self.ami.events if e.get("UserEvent") == "ConvaiResult"]
-            if len(results) > index:
-                return results[index]
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no result for call {index}: {self.ast.log_text()[-3000:]}")
-            time.sleep(0.05)
-
-    def stats(self, index: int = 0, timeout: float = 15.0) -> dict:
-        """The module's figures for a call (AMI ElevenLabsConversationStats)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            stats = [e for e in self.ami.events if e.get("Event") == "ElevenLabsConversationStats"]
-            if len(stats) > index:
-                return stats[index]
-            if time.monotonic() > deadline:
-                raise AssertionError("no ElevenLabsConversationStats event")
-            time.sleep(0.05)
-
-    def heard(self, tag: str, timeout: float = 10.0):
-        """What the caller heard; MixMonitor finishes the file after the hangup."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return read_wav(self.ast.recording(f"{tag}-heard.wav"))
-            except (OSError, EOFError, wave.Error):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-
-    def wait_idle(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.ast.channel_count() or "Live calls:      0" not in self.ast.cli("elevenlabs show runtime"):
-            if time.monotonic() > deadline:
-                raise AssertionError("calls left behind:\n" + self.ast.cli("core show channels"))
-            time.sleep(0.1)
-
-
-@pytest.fixture
-def call_bed(make_asterisk, sim):
-    def factory(agents: dict[str, dict]) -> CallBed:
-        ast = make_asterisk(start=False)
-        ast.write_config("elevenlabs.conf", agents_conf(sim, **agents))
-        ast.write_config("extensions.conf", dialplan(ast.path("rec"), ast.path("sounds")))
-        ast.start()
-        return CallBed(ast, ast.ami())
-
-    return factory
-
-
-def test_greeting_is_heard_complete_and_at_real_time(call_bed, sim):
-    bed = call_bed({"greeter": {"elevenlabs_agent_id": "agent_greeting"}})
+def test_greeting_is_heard_complete_and_at_real_time(bed, sim):
+    bed = bed({"greeter": {"elevenlabs_agent_id": "agent_greeting"}})
     bed.call("greeter", "caller-g1-6")
     result = bed.result()
     samples, rate = bed.heard("g1")
@@ -134,8 +57,8 @@ def test_greeting_is_heard_complete_and_at_real_time(call_bed, sim):
     assert stats["Underruns"] == "0"
 
 
-def test_caller_audio_reaches_the_agent_intact_in_its_input_format(call_bed, sim):
-    bed = call_bed({"listener": {"elevenlabs_agent_id": "agent_listener", "elevenlabs_audio_frames_buffer_ms": 20}})
+def test_caller_audio_reaches_the_agent_intact_in_its_input_format(bed, sim):
+    bed = bed({"listener": {"elevenlabs_agent_id": "agent_listener", "elevenlabs_audio_frames_buffer_ms": 20}})
     bed.call("listener", "talk-p1-1-speak1k-1")
     bed.result()
     received = audio.decode(sim.wait_for_conversations(1)[0].received_audio, "ulaw_8000")
@@ -145,8 +68,8 @@ def test_caller_audio_reaches_the_agent_intact_in_its_input_format(call_bed, sim
     assert span.gaps == 0
 
 
-def test_barge_in_stops_the_old_response_and_plays_the_reply(call_bed, sim):
-    bed = call_bed({"barge": {"elevenlabs_agent_id": "agent_bargein", "elevenlabs_audio_frames_buffer_ms": 20}})
+def test_barge_in_stops_the_old_response_and_plays_the_reply(bed, sim):
+    bed = bed({"barge": {"elevenlabs_agent_id": "agent_bargein", "elevenlabs_audio_frames_buffer_ms": 20}})
     bed.call("barge", "talk-b1-2-speak1k-4")
     bed.result()
     record = sim.wait_for_conversations(1)[0]
@@ -177,8 +100,8 @@ def test_barge_in_stops_the_old_response_and_plays_the_reply(call_bed, sim):
 
 
 @pytest.mark.parametrize("options, where", [("", "dialplan"), ("h", "h")])
-def test_end_call_plays_the_goodbye_then_ends(call_bed, sim, options, where):
-    bed = call_bed({"closer": {"elevenlabs_agent_id": "agent_end_call"}})
+def test_end_call_plays_the_goodbye_then_ends(bed, sim, options, where):
+    bed = bed({"closer": {"elevenlabs_agent_id": "agent_end_call"}})
     bed.call(f"closer-{options}" if options else "closer", "caller-e1-10")
     result = bed.result()
     assert result["Status"] == "AGENT_ENDED"
@@ -191,8 +114,8 @@ def test_end_call_plays_the_goodbye_then_ends(call_bed, sim, options, where):
     assert goodbye.gaps == 0
 
 
-def test_caller_hangup_closes_with_1000_and_leaves_nothing_behind(call_bed, sim):
-    bed = call_bed({"greeter": {"elevenlabs_agent_id": "agent_greeting"}})
+def test_caller_hangup_closes_with_1000_and_leaves_nothing_behind(bed, sim):
+    bed = bed({"greeter": {"elevenlabs_agent_id": "agent_greeting"}})
     bed.call("greeter", "caller-warm-1")
     bed.result()
     bed.wait_idle()
@@ -212,9 +135,9 @@ def test_caller_hangup_closes_with_1000_and_leaves_nothing_behind(call_bed, sim)
 
 
 @pytest.mark.parametrize("codec", ["alaw", "slin16"])
-def test_caller_codec_gets_correct_audio_both_ways(call_bed, sim, codec):
+def test_caller_codec_gets_correct_audio_both_ways(bed, sim, codec):
     """The framehook sees the caller's native codec and must translate it for the agent."""
-    bed = call_bed({"listener": {"elevenlabs_agent_id": "agent_listener", "elevenlabs_audio_frames_buffer_ms": 20},
+    bed = bed({"listener": {"elevenlabs_agent_id": "agent_listener", "elevenlabs_audio_frames_buffer_ms": 20},
                     "greeter": {"elevenlabs_agent_id": "agent_greeting"}})
     bed.call("listener", "talk-a1-1-speak1k-1", codecs=codec)
     bed.call("greeter", "caller-a2-5", codecs=codec)
@@ -227,8 +150,8 @@ def test_caller_codec_gets_correct_audio_both_ways(call_bed, sim, codec):
     assert abs(greeting.frames - 150) <= 1 and greeting.gaps == 0
 
 
-def test_wideband_agent_gets_correct_audio_both_ways(call_bed, sim):
-    bed = call_bed({"wide": {"elevenlabs_agent_id": "agent_wideband", "elevenlabs_audio_frames_buffer_ms": 20}})
+def test_wideband_agent_gets_correct_audio_both_ways(bed, sim):
+    bed = bed({"wide": {"elevenlabs_agent_id": "agent_wideband", "elevenlabs_audio_frames_buffer_ms": 20}})
     bed.call("wide", "talk-w1-3-speak1k-1", codecs="ulaw")
     bed.result()
     record = sim.wait_for_conversations(1)[0]
@@ -240,8 +163,8 @@ def test_wideband_agent_gets_correct_audio_both_ways(call_bed, sim):
     assert abs(greeting.frames - 100) <= 1 and greeting.gaps == 0
 
 
-def test_twenty_concurrent_calls_have_clean_audio(call_bed, sim):
-    bed = call_bed({"greeter": {"elevenlabs_agent_id": "agent_greeting"}})
+def test_twenty_concurrent_calls_have_clean_audio(bed, sim):
+    bed = bed({"greeter": {"elevenlabs_agent_id": "agent_greeting"}})
     for i in range(20):
         bed.call("greeter", f"caller-c{i}-6")
     for i in range(20):
@@ -253,8 +176,8 @@ def test_twenty_concurrent_calls_have_clean_audio(call_bed, sim):
     bed.wait_idle()
 
 
-def test_signed_url_401_fails_into_the_dialplan(call_bed, sim):
-    bed = call_bed({"badkey": {"elevenlabs_agent_id": "agent_greeting", "elevenlabs_api_key": "sk_wrong_key_0000000000",
+def test_signed_url_401_fails_into_the_dialplan(bed, sim):
+    bed = bed({"badkey": {"elevenlabs_agent_id": "agent_greeting", "elevenlabs_api_key": "sk_wrong_key_0000000000",
                                "max_connection_attempts": 1}})
     bed.call("badkey", "caller-f1-10")
     result = bed.result()
@@ -264,8 +187,8 @@ def test_signed_url_401_fails_into_the_dialplan(call_bed, sim):
     assert "sk_wrong_key" not in bed.ast.log_text()
 
 
-def test_abrupt_drop_mid_call_fails_into_the_dialplan(call_bed, sim):
-    bed = call_bed({"dropper": {"elevenlabs_agent_id": "agent_drop"}})
+def test_abrupt_drop_mid_call_fails_into_the_dialplan(bed, sim):
+    bed = bed({"dropper": {"elevenlabs_agent_id": "agent_drop"}})
     bed.call("dropper", "caller-f2-10")
     result = bed.result()
     assert result["Status"] == "FAILED"
@@ -275,8 +198,8 @@ def test_abrupt_drop_mid_call_fails_into_the_dialplan(call_bed, sim):
 
 
 @pytest.mark.parametrize("debug", [True, False])
-def test_debug_logging_shows_vad_interruptions_and_websocket_lifecycle(call_bed, sim, debug):
-    bed = call_bed({"barge": {"elevenlabs_agent_id": "agent_bargein", "elevenlabs_audio_frames_buffer_ms": 20}})
+def test_debug_logging_shows_vad_interruptions_and_websocket_lifecycle(bed, sim, debug):
+    bed = bed({"barge": {"elevenlabs_agent_id": "agent_bargein", "elevenlabs_audio_frames_buffer_ms": 20}})
     if debug:
         bed.ast.cli("elevenlabs debug on")
     bed.call("barge", "talk-d1-2-speak1k-2")

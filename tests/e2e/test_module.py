@@ -84,6 +84,30 @@ BROKEN = {
         r"\[sales_agent\] connection_timeout_seconds = '99' is not a number from 1 to 60",
     ),
     "no agents at all": ("[general]\ndebug = yes\n", r"no agent sections"),
+    "unknown override": (
+        "[sales_agent]\nelevenlabs_agent_id = a\nallow_overrides = first_message, tone\n",
+        r"\[sales_agent\] allow_overrides: unknown override 'tone'",
+    ),
+    "malformed dynamic variable": (
+        "[sales_agent]\nelevenlabs_agent_id = a\ndynamic_variable = system__caller_id=${CALLERID(num)}\n",
+        r"\[sales_agent\] dynamic_variable = 'system__caller_id=\$\{CALLERID\(num\)\}' must be name=value",
+    ),
+    "unreadable key file": (
+        "[sales_agent]\nelevenlabs_agent_id = a\nelevenlabs_api_key_file = /nonexistent/key\n",
+        r"\[sales_agent\] elevenlabs_api_key_file: cannot read a key from /nonexistent/key",
+    ),
+    "unset key variable": (
+        "[sales_agent]\nelevenlabs_agent_id = a\nelevenlabs_api_key_env = CONVAI_NO_SUCH_VARIABLE\n",
+        r"\[sales_agent\] elevenlabs_api_key_env: environment variable CONVAI_NO_SUCH_VARIABLE is not set",
+    ),
+    "two key sources": (
+        "[sales_agent]\nelevenlabs_agent_id = a\nelevenlabs_api_key = sk_1\nelevenlabs_api_key_env = HOME\n",
+        r"\[sales_agent\] set only one of elevenlabs_api_key, elevenlabs_api_key_file and elevenlabs_api_key_env",
+    ),
+    "concurrency out of range": (
+        "[general]\nmax_concurrent_calls = -1\n[sales_agent]\nelevenlabs_agent_id = a\n",
+        r"\[general\] max_concurrent_calls = '-1' is not a number from 0 to 100000",
+    ),
 }
 
 

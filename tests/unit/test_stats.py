@@ -1,0 +1,76 @@
+"""Figures from the module's clock records (pyconvai/stats.py)."""
+
+from pyconvai.stats import CLOCK_RECORD, CallStats, Histogram, Totals
+
+FRAME = 160
+
+
+def records(*frames: tuple[int, float]) -> bytes:
+    return b"".join(CLOCK_RECORD.pack(position, int(t * 1e9)) for position, t in frames)
+
+
+def playing(first_position: int, start: float, count: int, step: float = 0.020) -> bytes:
+    return records(*[(first_position + i * FRAME, start + i * step) for i in range(count)])
+
+
+def test_downlink_latency_from_audio_received_to_first_frame_written():
+    stats = CallStats()
+    stats.audio_received(10.000, nothing_queued=True)
+    stats.frames(playing(0, 10.012, 5))
+    assert [round(x, 6) for x in stats.downlink_latencies] == [0.012]
+    stats.audio_received(10.050, nothing_queued=False)  # more audio while playing: not a new sample
+    stats.frames(playing(5 * FRAME, 10.112, 3))
+    assert len(stats.downlink_latencies) == 1
+    stats.audio_received(20.000, nothing_queued=True)  # after silence: a new sample
+    stats.frames(playing(8 * FRAME, 20.030, 2))
+    assert [round(x, 6) for x in stats.downlink_latencies] == [0.012, 0.030]
+
+
+def test_pacing_intervals_exclude_silences():
+    stats = CallStats()
+    stats.frames(playing(0, 1.0, 4) + playing(4 * FRAME, 5.0, 3, step=0.021))
+    assert stats.frame_intervals_ms == {20: 3, 21: 2}
+    assert stats.frames_written == 7
+
+
+def test_barge_in_zero_when_no_old_frame_is_written_after_the_interruption():
+    stats = CallStats()
+    stats.frames(playing(0, 1.0, 10))  # frames 0..9 written up to 1.18
+    stats.interrupted(1.19, boundary=13 * FRAME)  # 3 more were queued, then flushed
+    stats.frames(playing(13 * FRAME, 1.20, 5))  # the reply
+    stats.settle(2.0)
+    assert stats.barge_in_stops == [0.0]
+    assert stats.frames_before_interruptions == [10]
+
+
+def test_barge_in_measures_the_last_old_frame_written_after_the_interruption():
+    stats = CallStats()
+    stats.interrupted(1.0, boundary=20 * FRAME)
+    stats.frames(records((18 * FRAME, 0.995), (19 * FRAME, 1.015), (20 * FRAME, 1.035)))
+    stats.settle(1.1)
+    assert stats.barge_in_stops == []  # still inside the window
+    stats.settle(1.5)
+    assert [round(x, 6) for x in stats.barge_in_stops] == [0.015]
+    assert stats.frames_before_interruptions == [1]  # the record at 0.995 was written before
+
+
+def test_partial_records_are_ignored():
+    stats = CallStats()
+    stats.frames(playing(0, 1.0, 2) + b"\x00" * 5)
+    assert stats.frames_written == 2
+
+
+def test_histogram_and_totals_in_prometheus_format():
+    h = Histogram()
+    for value in (0.004, 0.015, 0.5):
+        h.add(value)
+    lines = h.lines("x")
+    assert 'x_bucket{le="0.005"} 1' in lines and 'x_bucket{le="0.02"} 2' in lines
+    assert 'x_bucket{le="+Inf"} 3' in lines and "x_count 3" in lines
+    totals = Totals()
+    stats = CallStats(downlink_latencies=[0.01], frames_written=50)
+    totals.add(stats, frames_in=40, underruns=1, interruptions=2, dropped=0)
+    text = totals.prometheus()
+    assert "asterisk_elevenlabs_frames_out_total 50" in text
+    assert "asterisk_elevenlabs_underruns_total 1" in text
+    assert "asterisk_elevenlabs_downlink_latency_seconds_count 1" in text
