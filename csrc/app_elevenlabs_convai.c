@@ -359,6 +359,8 @@ static struct ao2_container *convai_debug_agents;
 struct convai_capture {
 	/*! Caller audio goes here; a ring reference held by the hook. */
 	struct convai_ring *uplink;
+	/*! When it was captured goes here; a ring reference held by the hook. */
+	struct convai_ring *clock;
 	/*! The agent's input format; NULL until the metadata arrives. */
 	struct ast_format *format;
 	/*! Native format the translation path starts from. */
@@ -842,6 +844,31 @@ static void convai_capture_destroy(void *obj)
 	ao2_cleanup(capture->source);
 	ao2_cleanup(capture->format);
 	convai_ring_unref(capture->uplink);
+	convai_ring_unref(capture->clock);
+}
+
+/*! \internal \brief The current CLOCK_MONOTONIC time, in nanoseconds. */
+static uint64_t convai_now_ns(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (uint64_t) now.tv_sec * 1000000000ULL + (uint64_t) now.tv_nsec;
+}
+
+/*! \internal \brief Tell Python when something happened to the audio (never blocks). */
+static void convai_clock(struct convai_ring *clock, enum convai_clock_kind kind, uint64_t position)
+{
+	struct convai_clock_record record = { .position = position, .at_ns = convai_now_ns(), .kind = kind };
+
+	convai_ring_push(clock, &record, sizeof(record));
+}
+
+/*! \internal \brief Append captured caller audio and time it. */
+static void convai_capture_push(struct convai_capture *capture, const void *data, size_t len)
+{
+	convai_ring_push_overwrite(capture->uplink, data, len, capture->sample_bytes);
+	convai_clock(capture->clock, CONVAI_CLOCK_CAPTURED, convai_ring_pushed(capture->uplink));
 }
 
 /*! \internal \brief Copy one voice frame into the uplink, translating native audio if needed. */
@@ -850,7 +877,7 @@ static void convai_capture_voice(struct convai_capture *capture, struct ast_fram
 	struct ast_frame *translated, *cur;
 
 	if (ast_format_cmp(frame->subclass.format, capture->format) == AST_FORMAT_CMP_EQUAL) {
-		convai_ring_push_overwrite(capture->uplink, frame->data.ptr, frame->datalen, capture->sample_bytes);
+		convai_capture_push(capture, frame->data.ptr, frame->datalen);
 		return;
 	}
 	/* A read framehook sees the native codec, before read translation. */
@@ -869,7 +896,7 @@ static void convai_capture_voice(struct convai_capture *capture, struct ast_fram
 	/* The translator owns its output frames; ast_frfree only frees what is malloc'd. */
 	translated = ast_translate(capture->path, frame, 0);
 	for (cur = translated; cur; cur = AST_LIST_NEXT(cur, frame_list)) {
-		convai_ring_push_overwrite(capture->uplink, cur->data.ptr, cur->datalen, capture->sample_bytes);
+		convai_capture_push(capture, cur->data.ptr, cur->datalen);
 	}
 	if (translated) {
 		ast_frfree(translated);
@@ -916,6 +943,8 @@ static int convai_capture_attach(struct convai_call *call)
 	}
 	convai_ring_ref(call->uplink);
 	call->capture->uplink = call->uplink;
+	convai_ring_ref(call->clock);
+	call->capture->clock = call->clock;
 	/* The hook owns one reference, released by its destroy callback. */
 	hook.data = ao2_bump(call->capture);
 	ast_channel_lock(call->chan);
@@ -1066,8 +1095,7 @@ static void convai_play_due_frames(struct convai_call *call)
 		.data.ptr = buf + AST_FRIENDLY_OFFSET,
 	};
 	struct timeval now = ast_tvnow();
-	struct convai_clock_record record;
-	struct timespec written_at;
+	uint64_t position;
 	unsigned int due, written = 0;
 
 	if (!call->out_format) {
@@ -1080,7 +1108,7 @@ static void convai_play_due_frames(struct convai_call *call)
 	/* Round to the nearest deadline: a tick a few microseconds early is still that tick. */
 	due = (ast_tvdiff_us(now, call->play_epoch) + CONVAI_FRAME_MS * 500) / (CONVAI_FRAME_MS * 1000) + 1;
 	while (call->frames_since_epoch < due && written < CONVAI_MAX_CATCHUP_FRAMES) {
-		if (convai_ring_pop_frame(call->downlink, frame.data.ptr, call->frame_bytes, &record.position)) {
+		if (convai_ring_pop_frame(call->downlink, frame.data.ptr, call->frame_bytes, &position)) {
 			/* Nothing queued: restart the deadlines when audio comes back. */
 			call->playing = 0;
 			return;
@@ -1092,9 +1120,7 @@ static void convai_play_due_frames(struct convai_call *call)
 			ast_debug(3, "%s: ast_write of an agent frame failed\n", ast_channel_name(call->chan));
 		}
 		/* Tell Python when this frame went out: latency, barge-in and pacing figures. */
-		clock_gettime(CLOCK_MONOTONIC, &written_at);
-		record.written_ns = (uint64_t) written_at.tv_sec * 1000000000ULL + (uint64_t) written_at.tv_nsec;
-		convai_ring_push(call->clock, &record, sizeof(record));
+		convai_clock(call->clock, CONVAI_CLOCK_WRITTEN, position);
 		call->playing = 1;
 		call->frames_since_epoch++;
 		written++;

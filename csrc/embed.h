@@ -44,12 +44,25 @@ struct convai_host {
 	void (*manager_event)(const char *event, const char *body);
 };
 
-/*! \brief A frame the channel thread wrote, as told to Python through the clock ring. */
+/*! \brief What a clock record times. */
+enum convai_clock_kind {
+	/*! An agent frame was written; position: its first byte in the downlink stream. */
+	CONVAI_CLOCK_WRITTEN = 1,
+	/*! Caller audio was captured; position: the uplink stream's end after it. */
+	CONVAI_CLOCK_CAPTURED = 2,
+};
+
+/*!
+ * \brief One timed audio event, channel thread -> Python through the clock ring,
+ * so that Python can compute exact latencies (pyconvai/stats.py).
+ */
 struct convai_clock_record {
-	/*! Stream index of the frame's first byte in the downlink ring. */
 	uint64_t position;
-	/*! When ast_write() returned, CLOCK_MONOTONIC in nanoseconds. */
-	uint64_t written_ns;
+	/*! CLOCK_MONOTONIC in nanoseconds. */
+	uint64_t at_ns;
+	/*! enum convai_clock_kind */
+	uint32_t kind;
+	uint32_t reserved;
 };
 
 /*!
@@ -83,7 +96,7 @@ struct convai_call_params {
 	struct convai_ring *downlink;
 	/*! Control records, Python -> channel thread. */
 	struct convai_ring *control;
-	/*! struct convai_clock_record for every frame written, channel thread -> Python. */
+	/*! struct convai_clock_record for every frame written or captured, channel thread -> Python. */
 	struct convai_ring *clock;
 	/*! eventfd written by Python after each control record; Python dups it. */
 	int wake_fd;

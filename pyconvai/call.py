@@ -31,6 +31,7 @@ from .config import SettingsError, call_limits, session_settings
 from .ring import Ring
 from .session import (
     AgentAudioQueued,
+    CallerAudioSent,
     ConversationStarted,
     EndStatus,
     FormatsNegotiated,
@@ -159,7 +160,7 @@ class Call:
                 self.caller_bytes += len(data)
                 self.session.feed_caller_audio(data)
                 data = self.uplink.pop()
-        self.stats.frames(self.clock.pop())
+        self.stats.records(self.clock.pop())
         self.stats.settle(time.monotonic())
 
     def _on_event(self, event: object) -> None:
@@ -169,6 +170,8 @@ class Call:
                     size // max(1, self.frame_bytes) + 1
                 )
                 self.stats.audio_received(received_at, nothing_queued)
+            case CallerAudioSent(stream_end=stream_end, sent_at=sent_at):
+                self.stats.caller_audio_sent(stream_end, sent_at)
             case FormatsNegotiated(input_format=fmt_in, output_format=fmt_out):
                 self.frame_bytes = fmt_out.frame_bytes(FRAME_MS)
                 self.input_frame_bytes = fmt_in.frame_bytes(FRAME_MS)
@@ -242,7 +245,7 @@ class Call:
                 return
             self.finished = True
         self.send_control(CONTROL_END, str(ended.status), ended.conversation_id or "", end_reason(ended))
-        self.stats.frames(self.clock.pop())
+        self.stats.records(self.clock.pop())
         self.stats.settle(float("inf"))
         self._event(
             "ElevenLabsConversationStats",

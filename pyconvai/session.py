@@ -66,6 +66,7 @@ __all__ = [
     "DEFAULT_SIGNED_URL_ENDPOINT",
     "AgentAudioQueued",
     "AgentCorrection",
+    "CallerAudioSent",
     "ConversationStarted",
     "EndStatus",
     "FormatsNegotiated",
@@ -183,6 +184,18 @@ class AgentAudioQueued:
 
 
 @dataclass(frozen=True, slots=True)
+class CallerAudioSent:
+    """A caller audio chunk went to the socket.
+
+    ``stream_end``: bytes of caller audio fed to the session up to the end of
+    this chunk (feed_caller_audio's running total); ``sent_at``: time.monotonic().
+    """
+
+    stream_end: int
+    sent_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class InterruptionHappened:
     event_id: int | None
     dropped_frames: int
@@ -271,7 +284,8 @@ class Session:
         self._writer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._control_out: deque[str] = deque()
-        self._audio_out: deque[str] = deque()
+        self._audio_out: deque[tuple[str, int]] = deque()  # (message, caller stream end)
+        self._caller_fed = 0  # bytes given to feed_caller_audio
         self._max_audio_backlog = max(4, _MAX_AUDIO_BACKLOG_MS // settings.buffer_ms)
         self._early_caller = bytearray()
         self._caller_buf = bytearray()
@@ -332,6 +346,10 @@ class Session:
         Sent in chunks of ``buffer_ms``. Before the metadata at most the last
         ~300 ms is kept; after the session stops being active audio is ignored.
         """
+        self._caller_fed += len(data)
+        self._accept_caller_audio(data)
+
+    def _accept_caller_audio(self, data: bytes) -> None:
         if self._state is SessionState.CONNECTING:
             early = self._early_caller
             early += data
@@ -500,7 +518,7 @@ class Session:
             self.counters.caller_bytes_dropped += len(early) - keep
             del early[: len(early) - keep]
         self._early_caller = bytearray()
-        self.feed_caller_audio(bytes(early))
+        self._accept_caller_audio(bytes(early))
 
     def _on_agent_audio(self, audio: bytes, event_id: int | None) -> None:
         self._last_audio_at = time.monotonic()
@@ -588,10 +606,11 @@ class Session:
             del buf[:size]
             self.counters.user_chunks_sent += 1
             self.counters.caller_bytes_out += size
-        messages = self._protocol.messages_to_send()
-        if not messages:
+            # The buffer holds the newest unsent bytes, so this chunk ends here in the stream:
+            for message in self._protocol.messages_to_send():
+                self._audio_out.append((message, self._caller_fed - len(buf)))
+        if not self._audio_out:
             return
-        self._audio_out.extend(messages)
         while len(self._audio_out) > self._max_audio_backlog:  # socket stalled: shed oldest
             self._audio_out.popleft()
             self.counters.caller_bytes_dropped += size
@@ -603,10 +622,11 @@ class Session:
             await self._wake.wait()
             self._wake.clear()
             while self._control_out or self._audio_out:
+                stream_end = None
                 if self._control_out:
                     message = self._control_out.popleft()
                 elif self._state is SessionState.ACTIVE:
-                    message = self._audio_out.popleft()
+                    message, stream_end = self._audio_out.popleft()
                 else:
                     self._audio_out.clear()
                     break
@@ -614,6 +634,8 @@ class Session:
                     await conn.send(message)
                 except ConnectionEnded:
                     return
+                if stream_end is not None:
+                    self._emit(CallerAudioSent(stream_end, time.monotonic()))
 
     # --- ending -------------------------------------------------------------------
 

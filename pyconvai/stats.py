@@ -1,13 +1,16 @@
 """Per-call figures from the module's clock records: latency, barge-in, pacing.
 
-For every agent frame it writes, the channel thread reports the frame's
-position in the downlink stream and when ``ast_write`` returned
-(``struct convai_clock_record``, CLOCK_MONOTONIC, the clock ``time.monotonic``
-reads). Joined with when Python received audio and interruptions, that gives
-exact figures, with no clock to align:
+The channel thread reports (``struct convai_clock_record``, CLOCK_MONOTONIC,
+the clock ``time.monotonic`` reads) every agent frame it writes, with its
+position in the downlink stream, and every piece of caller audio the
+framehook captures, with the uplink stream's end after it. Joined with when
+Python received agent audio and interruptions and sent caller chunks, that
+gives exact figures, with no clock to align:
 
 - downlink latency: agent audio received while the call was silent -> its
   first frame written;
+- uplink latency: caller audio captured -> the chunk holding it sent on the
+  socket (timed from the chunk's last byte, so ``buffer_ms`` is not counted);
 - barge-in: interruption received -> last frame of the old response written
   (0 when none was written after it);
 - pacing: intervals between consecutive frames while audio plays.
@@ -18,10 +21,12 @@ No I/O, no threads: the runtime feeds it on the asyncio thread.
 from __future__ import annotations
 
 import struct
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
-CLOCK_RECORD = struct.Struct("<QQ")  # struct convai_clock_record: position, written_ns
+CLOCK_RECORD = struct.Struct("<QQII")  # struct convai_clock_record: position, at_ns, kind, reserved
+CLOCK_WRITTEN = 1  # enum convai_clock_kind in csrc/embed.h
+CLOCK_CAPTURED = 2
 
 #: A silence longer than this between two frames ends a burst of playback.
 IDLE_GAP_SECONDS = 0.060
@@ -29,6 +34,8 @@ IDLE_GAP_SECONDS = 0.060
 BARGE_IN_WINDOW_SECONDS = 0.200
 #: Samples kept per call (the oldest go first).
 MAX_SAMPLES = 200
+#: Raw timestamps kept per call for benchmarks (the first ones).
+MAX_TIMESTAMPS = 100
 
 
 @dataclass
@@ -45,12 +52,17 @@ class CallStats:
 
     frames_written: int = 0
     downlink_latencies: list[float] = field(default_factory=list)
+    downlink_first_frames: list[float] = field(default_factory=list)
+    uplink_latencies: list[float] = field(default_factory=list)
+    uplink_captured: list[float] = field(default_factory=list)
     barge_in_stops: list[float] = field(default_factory=list)
     frames_before_interruptions: list[int] = field(default_factory=list)
     frame_intervals_ms: Counter = field(default_factory=Counter)
     last_write: float | None = None
     _awaiting_first_frame: float | None = None
     _pending: list[_PendingInterruption] = field(default_factory=list)
+    _captures: deque = field(default_factory=deque)  # (uplink stream end, captured at)
+    _unmatched_sends: deque = field(default_factory=deque)  # (caller stream end, sent at)
 
     def audio_received(self, received_at: float, nothing_queued: bool) -> None:
         """Agent audio arrived; if nothing was queued or playing, time its first frame."""
@@ -63,11 +75,35 @@ class CallStats:
         self._awaiting_first_frame = None
         self._pending.append(_PendingInterruption(received_at, boundary, self.frames_written))
 
-    def frames(self, data: bytes) -> None:
+    def caller_audio_sent(self, stream_end: int, sent_at: float) -> None:
+        """A caller chunk ending at ``stream_end`` went to the socket."""
+        self._unmatched_sends.append((stream_end, sent_at))
+        self._match_sends()
+
+    def records(self, data: bytes) -> None:
         """Consume clock records popped from the clock ring."""
         usable = len(data) - len(data) % CLOCK_RECORD.size
-        for position, written_ns in CLOCK_RECORD.iter_unpack(data[:usable]):
-            self._frame(position, written_ns / 1e9)
+        for position, at_ns, kind, _ in CLOCK_RECORD.iter_unpack(data[:usable]):
+            if kind == CLOCK_WRITTEN:
+                self._frame(position, at_ns / 1e9)
+            elif kind == CLOCK_CAPTURED:
+                self._captures.append((position, at_ns / 1e9))
+        self._match_sends()
+
+    def _match_sends(self) -> None:
+        """Time each sent chunk from the capture of its last byte."""
+        captures, sends = self._captures, self._unmatched_sends
+        while sends:
+            stream_end, sent_at = sends[0]
+            while captures and captures[0][0] < stream_end:
+                captures.popleft()
+            if not captures:
+                return  # its capture record has not been read yet
+            captured_at = captures[0][1]
+            sends.popleft()
+            self._add(self.uplink_latencies, sent_at - captured_at)
+            if len(self.uplink_captured) < MAX_TIMESTAMPS:
+                self.uplink_captured.append(captured_at)
 
     def _frame(self, position: int, written: float) -> None:
         self.frames_written += 1
@@ -78,6 +114,8 @@ class CallStats:
         self.last_write = written
         if self._awaiting_first_frame is not None and written >= self._awaiting_first_frame:
             self._add(self.downlink_latencies, written - self._awaiting_first_frame)
+            if len(self.downlink_first_frames) < MAX_TIMESTAMPS:
+                self.downlink_first_frames.append(written)
             self._awaiting_first_frame = None
         for pending in self._pending:
             if written < pending.received_at:
@@ -112,9 +150,15 @@ class CallStats:
         def ms(values: list[float]) -> str:
             return ",".join(f"{v * 1000:.2f}" for v in values)
 
+        def ns(values: list[float]) -> str:
+            return ",".join(str(round(v * 1e9)) for v in values)
+
         return {
             "FramesOut": str(self.frames_written),
             "DownlinkLatencyMs": ms(self.downlink_latencies),
+            "DownlinkFirstFrameNs": ns(self.downlink_first_frames),
+            "UplinkLatencyMs": ms(self.uplink_latencies),
+            "UplinkCapturedNs": ns(self.uplink_captured),
             "BargeInStopMs": ms(self.barge_in_stops),
             "InterruptedAfterFrames": ",".join(map(str, self.frames_before_interruptions[-MAX_SAMPLES:])),
             "FrameIntervalsMs": ",".join(f"{k}:{v}" for k, v in sorted(self.frame_intervals_ms.items())),

@@ -1,12 +1,12 @@
 """Figures from the module's clock records (pyconvai/stats.py)."""
 
-from pyconvai.stats import CLOCK_RECORD, CallStats, Histogram, Totals
+from pyconvai.stats import CLOCK_CAPTURED, CLOCK_RECORD, CLOCK_WRITTEN, CallStats, Histogram, Totals
 
 FRAME = 160
 
 
-def records(*frames: tuple[int, float]) -> bytes:
-    return b"".join(CLOCK_RECORD.pack(position, int(t * 1e9)) for position, t in frames)
+def records(*frames: tuple[int, float], kind: int = CLOCK_WRITTEN) -> bytes:
+    return b"".join(CLOCK_RECORD.pack(position, int(t * 1e9), kind, 0) for position, t in frames)
 
 
 def playing(first_position: int, start: float, count: int, step: float = 0.020) -> bytes:
@@ -16,28 +16,28 @@ def playing(first_position: int, start: float, count: int, step: float = 0.020) 
 def test_downlink_latency_from_audio_received_to_first_frame_written():
     stats = CallStats()
     stats.audio_received(10.000, nothing_queued=True)
-    stats.frames(playing(0, 10.012, 5))
+    stats.records(playing(0, 10.012, 5))
     assert [round(x, 6) for x in stats.downlink_latencies] == [0.012]
     stats.audio_received(10.050, nothing_queued=False)  # more audio while playing: not a new sample
-    stats.frames(playing(5 * FRAME, 10.112, 3))
+    stats.records(playing(5 * FRAME, 10.112, 3))
     assert len(stats.downlink_latencies) == 1
     stats.audio_received(20.000, nothing_queued=True)  # after silence: a new sample
-    stats.frames(playing(8 * FRAME, 20.030, 2))
+    stats.records(playing(8 * FRAME, 20.030, 2))
     assert [round(x, 6) for x in stats.downlink_latencies] == [0.012, 0.030]
 
 
 def test_pacing_intervals_exclude_silences():
     stats = CallStats()
-    stats.frames(playing(0, 1.0, 4) + playing(4 * FRAME, 5.0, 3, step=0.021))
+    stats.records(playing(0, 1.0, 4) + playing(4 * FRAME, 5.0, 3, step=0.021))
     assert stats.frame_intervals_ms == {20: 3, 21: 2}
     assert stats.frames_written == 7
 
 
 def test_barge_in_zero_when_no_old_frame_is_written_after_the_interruption():
     stats = CallStats()
-    stats.frames(playing(0, 1.0, 10))  # frames 0..9 written up to 1.18
+    stats.records(playing(0, 1.0, 10))  # frames 0..9 written up to 1.18
     stats.interrupted(1.19, boundary=13 * FRAME)  # 3 more were queued, then flushed
-    stats.frames(playing(13 * FRAME, 1.20, 5))  # the reply
+    stats.records(playing(13 * FRAME, 1.20, 5))  # the reply
     stats.settle(2.0)
     assert stats.barge_in_stops == [0.0]
     assert stats.frames_before_interruptions == [10]
@@ -46,7 +46,7 @@ def test_barge_in_zero_when_no_old_frame_is_written_after_the_interruption():
 def test_barge_in_measures_the_last_old_frame_written_after_the_interruption():
     stats = CallStats()
     stats.interrupted(1.0, boundary=20 * FRAME)
-    stats.frames(records((18 * FRAME, 0.995), (19 * FRAME, 1.015), (20 * FRAME, 1.035)))
+    stats.records(records((18 * FRAME, 0.995), (19 * FRAME, 1.015), (20 * FRAME, 1.035)))
     stats.settle(1.1)
     assert stats.barge_in_stops == []  # still inside the window
     stats.settle(1.5)
@@ -56,7 +56,7 @@ def test_barge_in_measures_the_last_old_frame_written_after_the_interruption():
 
 def test_partial_records_are_ignored():
     stats = CallStats()
-    stats.frames(playing(0, 1.0, 2) + b"\x00" * 5)
+    stats.records(playing(0, 1.0, 2) + b"\x00" * 5)
     assert stats.frames_written == 2
 
 
@@ -74,3 +74,14 @@ def test_histogram_and_totals_in_prometheus_format():
     assert "asterisk_elevenlabs_frames_out_total 50" in text
     assert "asterisk_elevenlabs_underruns_total 1" in text
     assert "asterisk_elevenlabs_downlink_latency_seconds_count 1" in text
+
+
+def test_uplink_latency_from_the_capture_of_a_chunks_last_byte():
+    stats = CallStats()
+    captures = records(*[((i + 1) * FRAME, 1.0 + i * 0.020) for i in range(6)], kind=CLOCK_CAPTURED)
+    stats.caller_audio_sent(3 * FRAME, 1.0455)  # sent before its capture record was read
+    assert stats.uplink_latencies == []
+    stats.records(captures)
+    stats.caller_audio_sent(6 * FRAME, 1.1032)
+    assert [round(x, 6) for x in stats.uplink_latencies] == [0.0055, 0.0032]
+    assert [round(x, 3) for x in stats.uplink_captured] == [1.04, 1.1]
