@@ -1084,6 +1084,8 @@ static void convai_handle_control(struct convai_call *call)
  * Frames are due on absolute deadlines from play_epoch, so a late tick is
  * caught up (up to CONVAI_MAX_CATCHUP_FRAMES) instead of slowing playback
  * down. An empty ring writes nothing: no silence padding, no format switch.
+ * Also called on a wake from Python while silent, so that the first frame of
+ * new audio goes out at once; the timer is then re-armed in step with it.
  */
 static void convai_play_due_frames(struct convai_call *call)
 {
@@ -1102,8 +1104,13 @@ static void convai_play_due_frames(struct convai_call *call)
 		return;
 	}
 	if (!call->playing) {
+		if (!convai_ring_used(call->downlink)) {
+			return;
+		}
+		/* Playback starts now: put the timer's ticks in step with this first frame. */
 		call->play_epoch = now;
 		call->frames_since_epoch = 0;
+		ast_timer_set_rate(call->timer, 1000 / CONVAI_FRAME_MS);
 	}
 	/* Round to the nearest deadline: a tick a few microseconds early is still that tick. */
 	due = (ast_tvdiff_us(now, call->play_epoch) + CONVAI_FRAME_MS * 500) / (CONVAI_FRAME_MS * 1000) + 1;
@@ -1425,6 +1432,10 @@ static void convai_call_run(struct convai_call *call)
 			convai_play_due_frames(call);
 		} else if (outfd == fds[1]) {
 			convai_handle_control(call);
+			if (!call->playing) {
+				/* Python woke us because agent audio arrived to a silent call. */
+				convai_play_due_frames(call);
+			}
 		} else if (ms < 0) {
 			convai_call_end(call, "CALLER_HANGUP", "channel wait failed");
 			break;

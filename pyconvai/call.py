@@ -5,9 +5,10 @@ Threads:
 - created on a PBX thread by ``runtime.start_call`` (GIL held, no channel lock);
 - the session, its listener and ``pump()`` run on the asyncio thread, which is
   the only consumer of the uplink and clock rings;
-- ``playback_tick()`` runs on the playback thread; it is the only producer of
-  the downlink ring, always inside ``PlaybackQueue.transfer()``, whose lock
-  the interruption flush (``ring.discard``) also holds;
+- the downlink ring is produced only inside ``PlaybackQueue.transfer()``, by
+  ``playback_tick()`` on the playback thread and by ``_start_playback()`` on
+  the asyncio thread; the queue's lock, which the interruption flush
+  (``ring.discard``) also holds, keeps them one producer;
 - ``hangup()`` may come from any thread.
 
 Control records go to the channel thread through the control ring and a wake
@@ -170,6 +171,8 @@ class Call:
                     size // max(1, self.frame_bytes) + 1
                 )
                 self.stats.audio_received(received_at, nothing_queued)
+                if nothing_queued:
+                    self._start_playback()
             case CallerAudioSent(stream_end=stream_end, sent_at=sent_at):
                 self.stats.caller_audio_sent(stream_end, sent_at)
             case FormatsNegotiated(input_format=fmt_in, output_format=fmt_out):
@@ -188,6 +191,14 @@ class Call:
                           is_error=is_error):
                 self._event("ElevenLabsToolCall", Tool=name, ToolCallID=tool_call_id, Source=source,
                             IsError="yes" if is_error else "no", Parameters=orjson.dumps(parameters).decode())
+
+    def _start_playback(self) -> None:
+        """Audio arrived to a silent call: fill the ring now and wake the channel
+        thread, which writes the first frame at once instead of at its next tick."""
+        if not self.frame_bytes or self.finished:
+            return
+        if self.session.playback.transfer(self.downlink.push, FRAMES_AHEAD):
+            self._wake()
 
     # playback thread
 
@@ -224,10 +235,14 @@ class Call:
             if not self.control.push(record):
                 log.error("%s: control ring full; record %d lost", self.channel, kind)
                 return
-            try:
-                os.write(self.wake_fd, (1).to_bytes(8, sys.byteorder))
-            except OSError as exc:  # EAGAIN: the counter is saturated, the module is awake anyway
-                log.debug("%s: wake failed: %s", self.channel, exc)
+            self._wake()
+
+    def _wake(self) -> None:
+        """Wake the channel thread (control records, or audio to start playing)."""
+        try:
+            os.write(self.wake_fd, (1).to_bytes(8, sys.byteorder))
+        except OSError as exc:  # EAGAIN: the counter is saturated, the module is awake anyway
+            log.debug("%s: wake failed: %s", self.channel, exc)
 
     def _event(self, name: str, **headers: object) -> None:
         if self._manager_event is None:
