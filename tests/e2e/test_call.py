@@ -27,6 +27,7 @@ SCRIPTS = {
     "agent_end_call": AgentScript(**ULAW, greeting_ms=1000, goodbye_ms=1500, end_call_after_turns=0),
     "agent_wideband": AgentScript(output_format="pcm_16000", input_format="pcm_16000", greeting_ms=2000),
     "agent_drop": AgentScript(**ULAW, greeting_ms=6000, drop_tcp_after_s=1.5),
+    "agent_22k": AgentScript(output_format="pcm_22050", input_format="ulaw_8000", greeting_ms=1000),
 }
 
 
@@ -216,3 +217,12 @@ def test_debug_logging_shows_vad_interruptions_and_websocket_lifecycle(bed, sim,
     # Never a line per frame above debug level.
     notices = [line for line in log.splitlines() if "NOTICE[" in line and "barge" in line]
     assert len(notices) < 5, notices
+
+
+def test_an_output_format_asterisk_cannot_write_fails_clearly(bed, sim):
+    b = bed({"odd": {"elevenlabs_agent_id": "agent_22k"}})
+    b.call("odd", "caller-z1-5")
+    result = b.result()
+    assert result["Status"] == "FAILED" and result["Where"] == "dialplan"
+    assert "unsupported agent audio format ulaw_8000 / pcm_22050" in b.event("ElevenLabsConversationEnded")["Reason"]
+    assert sim.wait_for_conversations(1)[0].closed.wait(5)  # the socket was closed, not left open
