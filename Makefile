@@ -4,6 +4,7 @@
 #   make install    install them (module, docs, virtual environment, sample config)
 #   make test       everything the tests need, then the tests (provisions a test bed)
 #   make bench      benchmark figures into BENCHMARKS.md (not part of make test)
+#   make demo       one call through Asterisk to the bundled agent simulator, printed live
 #
 # Every path is discovered from the installed Asterisk and can be overridden:
 #   make install DESTDIR=/tmp/stage ASTMODDIR=... ASTDATADIR=... ASTETCDIR=... VENVDIR=...
@@ -119,6 +120,27 @@ test: dev
 bench: dev
 	root="$$(tests/testbed/prepare.sh "$(TESTBED_ROOT)")" || exit 1; \
 		CONVAI_TESTBED_ROOT="$$root" $(DEV_PYTHON) -m tests.bench
+
+# One call through the real Asterisk: the bundled agent simulator speaking with espeak-ng
+# (installed here when missing) and a synthetic caller; the conversation is printed as it
+# happens. With ELEVENLABS_AGENT_ID (and ELEVENLABS_API_KEY) set, your real agent instead.
+# DEMO_ARGS: --out FILE (the recording, default out/demo-call.wav), --timeout S, --simulator.
+demo: dev
+	@if ! command -v espeak-ng >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "make demo: installing espeak-ng (the voices of the simulated agent and caller) with apt-get"; \
+			export DEBIAN_FRONTEND=noninteractive; \
+			apt-get install -y -qq espeak-ng >/dev/null 2>&1 || \
+				{ echo "make demo: apt-get update, then installing espeak-ng again"; \
+				  apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null; } || \
+				echo "make demo: could not install espeak-ng; the demo speaks tones instead"; \
+		else \
+			echo "make demo: espeak-ng is missing and cannot be installed here (needs root and apt-get); the demo speaks tones instead"; \
+		fi; \
+	fi
+	@echo "make demo: preparing Asterisk with the module (tests/testbed/prepare.sh)"
+	@root="$$(tests/testbed/prepare.sh "$(TESTBED_ROOT)")" || exit 1; \
+		CONVAI_TESTBED_ROOT="$$root" $(DEV_PYTHON) -m tests.demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(BUILD) pyconvai/_ring.c pyconvai/_ring*.so pyconvai/_ring*.o *.egg-info

@@ -545,6 +545,15 @@ static int convai_general_range_handler(const struct aco_option *opt, struct ast
 	return convai_set_ranged(convai_general_ranges, ARRAY_LEN(convai_general_ranges), "general", var, obj);
 }
 
+/*! \internal \brief Append name = value to a variable list (\a tail: its last element, or NULL); survives allocation failure. */
+static struct ast_variable *convai_setting(struct ast_variable **head, struct ast_variable *tail,
+	const char *name, const char *value)
+{
+	struct ast_variable *setting = ast_variable_new(name, S_OR(value, ""), "");
+
+	return setting ? ast_variable_list_append_hint(head, tail, setting) : tail;
+}
+
 /*! \internal \brief "dynamic_variable = name=expression", once per variable. */
 static int convai_dynamic_variable_handler(const struct aco_option *opt, struct ast_variable *var, void *obj)
 {
@@ -561,8 +570,7 @@ static int convai_dynamic_variable_handler(const struct aco_option *opt, struct 
 			var->lineno);
 		return -1;
 	}
-	ast_variable_list_append(&agent->dynamic_variables,
-		ast_variable_new(name, ast_strip(expression), var->file));
+	convai_setting(&agent->dynamic_variables, NULL, name, ast_strip(expression));
 	return 0;
 }
 
@@ -1067,9 +1075,6 @@ static void convai_handle_control(struct convai_call *call)
 			}
 			convai_call_end(call, parts[0], parts[2]);
 			break;
-		case CONVAI_CONTROL_SETVAR:
-			pbx_builtin_setvar_helper(call->chan, parts[0], parts[1]);
-			break;
 		default:
 			ast_log(LOG_WARNING, "%s: unknown control record %u from pyconvai\n",
 				ast_channel_name(call->chan), header[0]);
@@ -1139,15 +1144,6 @@ static void convai_play_due_frames(struct convai_call *call)
 	}
 }
 
-/*! \internal \brief Append one setting for Python; the list owns its copies. */
-static struct ast_variable *convai_setting(struct ast_variable **head, struct ast_variable *tail,
-	const char *name, const char *value)
-{
-	struct ast_variable *setting = ast_variable_new(name, S_OR(value, ""), "");
-
-	return setting ? ast_variable_list_append_hint(head, tail, setting) : tail;
-}
-
 /*! \internal \brief The overrides this call sends: per-call variable, else the agent's value. */
 static struct ast_variable *convai_call_overrides(struct convai_call *call, struct ast_variable **head,
 	struct ast_variable *tail, struct ast_variable *channel_values)
@@ -1196,18 +1192,17 @@ static struct ast_variable *convai_call_settings(struct convai_call *call, int d
 
 	/* Copy what the channel holds now; nothing below runs with the lock held. */
 	ast_channel_lock(chan);
-	channel_values = ast_variable_new("caller_number", S_COR(ast_channel_caller(chan)->id.number.valid,
-		ast_channel_caller(chan)->id.number.str, ""), "");
-	ast_variable_list_append(&channel_values, ast_variable_new("caller_name",
-		S_COR(ast_channel_caller(chan)->id.name.valid, ast_channel_caller(chan)->id.name.str, ""), ""));
+	convai_setting(&channel_values, NULL, "caller_number", S_COR(ast_channel_caller(chan)->id.number.valid,
+		ast_channel_caller(chan)->id.number.str, ""));
+	convai_setting(&channel_values, NULL, "caller_name", S_COR(ast_channel_caller(chan)->id.name.valid,
+		ast_channel_caller(chan)->id.name.str, ""));
 	for (i = 0; i < ARRAY_LEN(convai_override_fields); i++) {
-		ast_variable_list_append(&channel_values, ast_variable_new(convai_override_fields[i].variable,
-			S_OR(pbx_builtin_getvar_helper(chan, convai_override_fields[i].variable), ""), ""));
+		convai_setting(&channel_values, NULL, convai_override_fields[i].variable,
+			pbx_builtin_getvar_helper(chan, convai_override_fields[i].variable));
 	}
 	AST_LIST_TRAVERSE(ast_channel_varshead(chan), chanvar, entries) {
 		if (!strncmp(ast_var_name(chanvar), "ELEVENLABS_VAR_", 15) && ast_var_name(chanvar)[15]) {
-			ast_variable_list_append(&channel_values, ast_variable_new(ast_var_name(chanvar),
-				S_OR(ast_var_value(chanvar), ""), ""));
+			convai_setting(&channel_values, NULL, ast_var_name(chanvar), ast_var_value(chanvar));
 		}
 	}
 	ast_channel_unlock(chan);

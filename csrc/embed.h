@@ -77,10 +77,8 @@ enum convai_control {
 	CONVAI_CONTROL_FORMATS = 1,
 	/*! "status\0conversation_id\0reason": end the call now. */
 	CONVAI_CONTROL_END = 2,
-	/*! "name\0value": set a channel variable. */
-	CONVAI_CONTROL_SETVAR = 3,
 	/*! "conversation_id": the agent accepted the call. */
-	CONVAI_CONTROL_STARTED = 4,
+	CONVAI_CONTROL_STARTED = 3,
 };
 
 /*! \brief Size of a control record header. */

@@ -55,8 +55,7 @@ DRAIN_SLACK_SECONDS = 1.0
 # Control records, Python -> channel thread: mirrors enum convai_control in csrc/embed.h.
 CONTROL_FORMATS = 1
 CONTROL_END = 2
-CONTROL_SETVAR = 3
-CONTROL_STARTED = 4
+CONTROL_STARTED = 3
 CONTROL_MAX_PAYLOAD = 8192
 
 

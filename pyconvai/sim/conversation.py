@@ -315,8 +315,9 @@ class AgentConversation:
 
     async def _reply_flow(self, event_id: int) -> None:
         s = self.script
-        data = await self._render(s.reply_text, s.reply_tone_hz, s.reply_ms)
-        await self._speak(event_id, s.reply_text, data)
+        text = s.reply_texts[min(self._turns, len(s.reply_texts)) - 1] if s.reply_texts else s.reply_text
+        data = await self._render(text, s.reply_tone_hz, s.reply_ms)
+        await self._speak(event_id, text, data)
         if s.end_call_after_turns is not None and self._turns >= s.end_call_after_turns:
             await self._end_call()
 
@@ -335,6 +336,13 @@ class AgentConversation:
         """The caller said something: interrupt the agent if it is still audible, then reply."""
         if self._ending:
             return
+        event_id = await self._stop_speaking()
+        await self._send(messages.user_transcript(event_id, transcript))
+        self._turns += 1
+        self._speaker = self._spawn(self._reply_flow(event_id))
+
+    async def _stop_speaking(self) -> int:
+        """Stop the current response (an interruption if it is still audible); the next event id."""
         now = time.monotonic()
         interrupted = self._response if now < self._playout_end else None
         unplayed_ms = (self._playout_end - now) * 1000
@@ -352,9 +360,7 @@ class AgentConversation:
             played = (interrupted.sent_ms - unplayed_ms) / interrupted.total_ms if interrupted.total_ms else 0.0
             await self._send(messages.agent_response_correction(
                 interrupted.event_id, interrupted.text, _spoken_part(interrupted.text, played)))
-        await self._send(messages.user_transcript(event_id, transcript))
-        self._turns += 1
-        self._speaker = self._spawn(self._reply_flow(event_id))
+        return event_id
 
     # --- endings ---------------------------------------------------------
 
@@ -421,10 +427,17 @@ class AgentConversation:
         now = time.monotonic()
         self.record.audio_chunks.append((now, data))
         self._last_audio = now
+        ended_before = self._vad.utterances_ended
         onset = self._vad.feed(audio.decode(data, self.script.input_format))
         if self.script.vad_scores:
             await self._send(messages.vad_score(round(self._vad.last_score, 3)))
-        if onset:
+        if not self.script.reply_after_utterance:
+            if onset:
+                await self._on_caller_turn(CALLER_TRANSCRIPT)
+            return
+        if onset and not self._ending:
+            await self._stop_speaking()
+        if self._vad.utterances_ended > ended_before:
             await self._on_caller_turn(CALLER_TRANSCRIPT)
 
     def _on_pong(self, event_id: object) -> None:

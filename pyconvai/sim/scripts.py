@@ -31,6 +31,8 @@ class AgentScript:
     """0 = no greeting (the agent waits for the caller)."""
     greeting_tone_hz: float = 440.0
     reply_text: str = "Sure, I can help you with that."
+    reply_texts: tuple[str, ...] = ()
+    """Texts of the successive replies (the last one repeats); empty = ``reply_text`` for all."""
     reply_ms: int = 1500
     reply_tone_hz: float = 880.0
     goodbye_text: str = "Thank you for calling. Goodbye!"
@@ -56,9 +58,12 @@ class AgentScript:
     vad_min_speech_ms: int = 60
     """... for at least this long (the onset) ..."""
     vad_silence_ms: int = 300
+    """... and the utterance ends after this much quiet (the next onset is a new turn)."""
     vad_scores: bool = False
     """Send a ``vad_score`` for each received chunk (the agent's client_events opt-in)."""
-    """... and the utterance ends after this much quiet (the next onset is a new turn)."""
+    reply_after_utterance: bool = False
+    """Reply when the caller's utterance ends instead of at its onset (a barge-in still
+    interrupts at the onset), as a real agent takes turns."""
     late_stale_chunks: int = 3
     """Audio chunks of the interrupted response sent right after an interruption."""
     stale_tone_hz: float = 1200.0

@@ -98,7 +98,8 @@ class Vad:
     """Energy voice-activity detector on PCM16, in 20 ms frames.
 
     ``feed`` returns True once per utterance, when speech has lasted
-    ``min_speech_ms``; the utterance ends after ``silence_ms`` of quiet.
+    ``min_speech_ms``; the utterance ends after ``silence_ms`` of quiet
+    (``utterances_ended`` counts the ends).
     """
 
     def __init__(self, rate: int, threshold: float, min_speech_ms: int, silence_ms: int) -> None:
@@ -111,6 +112,7 @@ class Vad:
         self._quiet_ms = 0
         self.in_speech = False
         self.last_score = 0.0
+        self.utterances_ended = 0
 
     def feed(self, pcm16: bytes) -> bool:
         """Add caller audio; True when a new utterance starts within it."""
@@ -133,4 +135,5 @@ class Vad:
                 elif self._quiet_ms >= self._silence_ms:
                     self.in_speech = False
                     self._loud_ms = 0
+                    self.utterances_ended += 1
         return onset
