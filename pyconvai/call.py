@@ -108,6 +108,7 @@ class Call:
         self.underruns = 0
         self.interruptions = 0
         self.ended: SessionEnded | None = None
+        self.task: asyncio.Task[None] | None = None  # run(), set by the runtime
         self.drain_deadline = 0.0
         self.finished = False
         self._was_playing = False

@@ -20,7 +20,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from .call import Call
 from .stats import Totals
@@ -88,8 +88,8 @@ class Runtime:
         self.loop.call_soon_threadsafe(self._start_call, call)
 
     def _start_call(self, call: Call) -> None:
-        task = self.loop.create_task(call.run(), name=f"call {call.channel}")
-        task.add_done_callback(lambda t: t.cancelled() or t.exception() and log.error(
+        call.task = self.loop.create_task(call.run(), name=f"call {call.channel}")
+        call.task.add_done_callback(lambda t: t.cancelled() or t.exception() and log.error(
             "%s: call task failed: %r", call.channel, t.exception()))
 
     def forget(self, call: Call) -> None:
@@ -99,7 +99,17 @@ class Runtime:
             self.totals.add(call.stats, call.frames_in, call.underruns, call.interruptions,
                             call.uplink.counters["overflowed"])
 
-    def schedule(self, callback) -> None:
+    def _for_each_call(self, action: Callable[[Call], None], what: str) -> None:
+        """Run ``action`` on every live call; one failing call must not stop the others."""
+        with self.calls_lock:
+            calls = list(self.calls.values())
+        for call in calls:
+            try:
+                action(call)
+            except Exception:  # noqa: BLE001 - logged, and the loop goes on
+                log.exception("%s: %s failed", call.channel, what)
+
+    def schedule(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` on the asyncio thread (from any thread)."""
         self.loop.call_soon_threadsafe(callback)
 
@@ -107,29 +117,34 @@ class Runtime:
         """Every 20 ms: each call's caller audio into its session, clock records into its stats."""
         next_tick = self.loop.time()
         while not self._stopping.is_set():
-            with self.calls_lock:
-                calls = list(self.calls.values())
-            for call in calls:
-                try:
-                    call.pump()
-                except Exception:  # noqa: BLE001 - one call must not stop the others
-                    log.exception("%s: caller audio pump failed", call.channel)
+            self._for_each_call(Call.pump, "caller audio pump")
             next_tick += FRAME_SECONDS
             await asyncio.sleep(max(0.0, next_tick - self.loop.time()))
 
     def stop(self, timeout: float) -> bool:
-        """End every call, stop both threads; True if they stopped in time."""
+        """Close every call's WebSocket (1000), stop both threads; True if all was done in time."""
         deadline = time.monotonic() + timeout
+        if self.loop.is_running():
+            closing = asyncio.run_coroutine_threadsafe(self._close_calls(timeout / 2), self.loop)
+            try:
+                closing.result(timeout / 2 + 0.5)
+            except Exception:  # noqa: BLE001 - shutting down regardless
+                log.warning("pyconvai: calls still open at shutdown")
         self._stopping.set()
-        with self.calls_lock:
-            calls = list(self.calls.values())
-        for call in calls:
-            call.hangup("Asterisk is shutting down")
         if self.loop.is_running():
             self.loop.call_soon_threadsafe(self.loop.stop)
         for thread in (self._loop_thread, self._playback_thread):
             thread.join(max(0.0, deadline - time.monotonic()))
         return not (self._loop_thread.is_alive() or self._playback_thread.is_alive())
+
+    async def _close_calls(self, timeout: float) -> None:
+        with self.calls_lock:
+            calls = list(self.calls.values())
+        for call in calls:
+            call.hangup("Asterisk is shutting down")
+        tasks = [call.task for call in calls if call.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
 
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -142,13 +157,7 @@ class Runtime:
         """Top up every call's downlink on absolute 20 ms deadlines (no drift)."""
         next_tick = time.monotonic()
         while not self._stopping.is_set():
-            with self.calls_lock:
-                calls = list(self.calls.values())
-            for call in calls:
-                try:
-                    call.playback_tick()
-                except Exception:  # noqa: BLE001 - one call must not stop the others
-                    log.exception("pyconvai: playback of %s failed", getattr(call, "channel", "?"))
+            self._for_each_call(Call.playback_tick, "playback")
             next_tick += FRAME_SECONDS
             delay = next_tick - time.monotonic()
             if delay > 0:

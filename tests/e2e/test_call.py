@@ -226,3 +226,16 @@ def test_an_output_format_asterisk_cannot_write_fails_clearly(bed, sim):
     assert result["Status"] == "FAILED" and result["Where"] == "dialplan"
     assert "unsupported agent audio format ulaw_8000 / pcm_22050" in b.event("ElevenLabsConversationEnded")["Reason"]
     assert sim.wait_for_conversations(1)[0].closed.wait(5)  # the socket was closed, not left open
+
+
+def test_core_stop_now_during_a_call_closes_the_conversation_and_exits(bed, sim):
+    import time
+
+    b = bed({"greeter": {"elevenlabs_agent_id": "agent_greeting"}})
+    b.call("greeter", "caller-q1-10")
+    b.event("ElevenLabsConversationStarted")
+    started = time.monotonic()
+    assert b.ast.stop(timeout=10) == 0
+    assert time.monotonic() - started < 5
+    record = sim.wait_for_conversations(1)[0]
+    assert record.closed.wait(5) and (record.close_code, record.closed_by) == (1000, "client")
