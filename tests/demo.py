@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -198,6 +199,10 @@ def _numbers(value: str | None) -> list[float]:
     return [float(x) for x in (value or "").split(",") if x.strip()]
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 class Demo:
     """Places the call, prints its events, and drives the caller."""
 
@@ -238,7 +243,7 @@ class Demo:
             for event in events:
                 self.on_event(event)
             now = time.monotonic()
-            for item in [p for p in self.pending if p[0] <= now]:
+            for item in [p for p in self.pending if p[0] <= now and self.caller_channel]:
                 self.pending.remove(item)
                 self.ami.action("Setvar", Channel=self.caller_channel, Variable="SAY", Value=item[1].name)
             if self.ended is not None:
@@ -256,10 +261,12 @@ class Demo:
         # The figures follow the end; then the channels go and MixMonitor closes the file.
         stop = time.monotonic() + 5
         while time.monotonic() < stop and (self.stats is None or self.ast.channel_count()):
-            for event in self.ami.events[seen:]:
+            events = self.ami.events[seen:]
+            seen += len(events)
+            for event in events:
                 self.on_event(event)
-            seen = len(self.ami.events)
             time.sleep(0.05)
+        self.ami.close()
         return self.ended.get("Status")
 
     def on_event(self, event: dict) -> None:
@@ -306,32 +313,29 @@ class Demo:
 
     def summary(self) -> list[str]:
         """A few lines on latency, from the module's figures and the event times."""
-        lines = []
         stats = self.stats or {}
         down, up, barge = (_numbers(stats.get(k)) for k in ("DownlinkLatencyMs", "UplinkLatencyMs", "BargeInStopMs"))
+        lines = []
         if down:
-            lines.append(f"  agent audio arrived -> first frame to the caller: median {statistics.median(down):.2f} ms, "
-                         f"max {max(down):.2f} ms ({len(down)} responses)")
+            lines.append(f"  agent audio arrived -> first frame to the caller: median {statistics.median(down):.2f} "
+                         f"ms, max {max(down):.2f} ms ({plural(len(down), 'response')})")
         if up:
             lines.append(f"  caller audio captured -> sent to the agent: median {statistics.median(up):.2f} ms, "
-                         f"max {max(up):.2f} ms ({len(up)} chunks)")
+                         f"max {max(up):.2f} ms ({plural(len(up), 'chunk')})")
         if barge:
-            lines.append("  interruption arrived -> old answer silenced: "
-                         + ", ".join(f"{v:.2f} ms" for v in barge))
+            lines.append("  interruption arrived -> old answer silenced: " + ", ".join(f"{v:.2f} ms" for v in barge))
         turns = []
         for said_at, line in self.spoken:
-            if line.barge_in:
-                continue
-            done = said_at + self.caller_seconds.get(line.name, 0.0)
             answer = next((t for t in self.agent_starts if t > said_at), None)
-            if answer is not None:
-                turns.append(answer - done)
+            if not line.barge_in and answer is not None:
+                turns.append(answer - said_at - self.caller_seconds.get(line.name, 0.0))
         if turns:
             lines.append("  caller stopped talking -> agent's answer began: "
                          + ", ".join(f"{t:.2f} s" for t in turns) + " (the agent's turn-taking)")
         if stats:
-            lines.append(f"  frames: {stats.get('FramesOut')} played to the caller, {stats.get('FramesIn')} captured "
-                         f"from it, {stats.get('Underruns')} underruns, {stats.get('Interruptions')} interruption(s)")
+            interruptions = plural(int(stats.get("Interruptions") or 0), "interruption")
+            lines.append(f"  frames: {stats.get('FramesOut')} played to the caller, {stats.get('FramesIn')} "
+                         f"captured from it, {stats.get('Underruns')} underruns, {interruptions}")
         return lines
 
 
@@ -371,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where to copy the call's recording")
     parser.add_argument("--timeout", type=float, default=90.0, help="longest call, in seconds (default 90)")
-    parser.add_argument("--simulator", action="store_true", help="use the simulator even if ELEVENLABS_AGENT_ID is set")
+    parser.add_argument("--simulator", action="store_true",
+                        help="use the simulator even if ELEVENLABS_AGENT_ID is set")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
@@ -390,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
             durations = {}
             agent_text = f"your ElevenLabs agent {agent_id} (ELEVENLABS_AGENT_ID), at api.elevenlabs.io"
         caller_seconds = caller_sounds(ast.host_path(ast.path("sounds")), spoken)
-        ast.write_config("elevenlabs.conf", elevenlabs_conf(sim, agent_id, bool(os.environ.get("ELEVENLABS_API_KEY"))))
+        key_env = bool(os.environ.get("ELEVENLABS_API_KEY"))
+        ast.write_config("elevenlabs.conf", elevenlabs_conf(sim, agent_id, key_env))
         ast.write_config("extensions.conf", dialplan(ast.path("sounds"), ast.path("rec")))
         ast.start(env={k: v for k, v in os.environ.items() if k == "ELEVENLABS_API_KEY"})
         version = ast.cli("core show version").split(" built ")[0].strip()
@@ -404,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
                   "(apt-get install espeak-ng)")
         if sim is not None:
             print("note:   the simulator does not transcribe; its caller transcripts read '[caller speech]'")
+            if key_env and not args.simulator:
+                print("note:   ELEVENLABS_API_KEY is set but ELEVENLABS_AGENT_ID is not: using the simulator")
         print(flush=True)
 
         demo = Demo(ast, durations, caller_seconds)
@@ -423,9 +431,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("\nno recording was made")
         if status != "AGENT_ENDED":
-            problems = [line for line in ast.log_text().splitlines() if "WARNING" in line or "ERROR" in line]
-            print("\nthe conversation did not complete (status %s); Asterisk said:\n%s"
-                  % (status, "\n".join(problems[-15:]) or "(nothing)"), file=sys.stderr)
+            log = args.out.with_name("demo-asterisk.log")
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text(ast.log_text())
+            problems = [line for line in ast.log_text().splitlines()
+                        if ("WARNING" in line or "ERROR" in line) and re.search("convai|elevenlabs", line, re.I)]
+            print(f"\nthe conversation did not complete (status {status}); Asterisk's log: {log.resolve()}\n"
+                  + ("\n".join(problems[-15:]) or "(no warnings from the module)"), file=sys.stderr)
             return 1
         print("\nthe conversation completed: AGENT_ENDED")
         return 0

@@ -40,8 +40,9 @@ def readme_commands(text: str, section: str = SECTION) -> list[str]:
 
 
 def test_readme_commands_are_found() -> None:
-    text = "# X\n## Two commands\n\nAs root:\n\n```\nmake demo   # a call\nmake test\n```\n\n## Next\n```\nmake other\n```\n"
-    assert readme_commands(text) == ["make demo", "make test"]
+    text = ("# X\n## Two commands\n\nAs root:\n\n```\nmake demo   # a call\nmake test\n```\n\n"
+            "### More\n```\nmake bench\n```\n## Next\n```\nmake other\n```\n")
+    assert readme_commands(text) == ["make demo", "make test", "make bench"]
 
 
 def run_command(command: str, env: dict[str, str]) -> subprocess.CompletedProcess:
