@@ -743,9 +743,15 @@ static int convai_register_options(void)
 /*! \internal \brief Parse elevenlabs.conf; on error the previous config stays. */
 static int convai_load_config(int reload)
 {
+	RAII_VAR(struct convai_config *, cfg, NULL, ao2_cleanup);
+
 	switch (aco_process_config(&convai_cfg_info, reload)) {
 	case ACO_PROCESS_OK:
 		ast_verb(3, "elevenlabs.conf loaded\n");
+		/* The file's [general] debug wins over "elevenlabs debug" at each (re)load. */
+		cfg = ao2_global_obj_ref(convai_globals);
+		convai_debug_all = cfg && cfg->general->debug;
+		convai_embed_set_debug(convai_debug_all);
 		return 0;
 	case ACO_PROCESS_UNCHANGED:
 		return 0;
@@ -2008,32 +2014,31 @@ static int load_module(void)
 		convai_usage_cmp);
 	convai_debug_agents = ast_str_container_alloc(7);
 	if (!convai_usage || !convai_debug_agents) {
-		ao2_cleanup(convai_usage);
-		ao2_cleanup(convai_debug_agents);
-		return AST_MODULE_LOAD_DECLINE;
+		goto declined;
 	}
 	if (convai_register_options()) {
 		ast_log(LOG_ERROR, "Cannot register elevenlabs.conf options (is the module's XML documentation installed?)\n");
-		aco_info_destroy(&convai_cfg_info);
-		return AST_MODULE_LOAD_DECLINE;
+		goto declined;
 	}
 	/* A broken file must not stop Asterisk: load with no agents and say so. */
 	convai_load_config(0);
-	{
-		RAII_VAR(struct convai_config *, cfg, ao2_global_obj_ref(convai_globals), ao2_cleanup);
-
-		convai_debug_all = cfg && cfg->general->debug;
-	}
 	convai_pin_code();
 	convai_start_runtime();
 	if (ast_register_application_xml(app, convai_exec)) {
-		aco_info_destroy(&convai_cfg_info);
-		ao2_global_obj_release(convai_globals);
-		return AST_MODULE_LOAD_DECLINE;
+		goto declined;
 	}
 	ast_cli_register_multiple(convai_cli, ARRAY_LEN(convai_cli));
 	convai_prometheus_attach();
 	return AST_MODULE_LOAD_SUCCESS;
+
+declined:
+	aco_info_destroy(&convai_cfg_info);
+	ao2_global_obj_release(convai_globals);
+	ao2_cleanup(convai_usage);
+	convai_usage = NULL;
+	ao2_cleanup(convai_debug_agents);
+	convai_debug_agents = NULL;
+	return AST_MODULE_LOAD_DECLINE;
 }
 
 static int reload_module(void)
