@@ -307,5 +307,37 @@ def check_recording(heard: np.ndarray, said: np.ndarray, stats: CallStats, conv:
     return out
 
 
+def recording_checks(stats: list[CallStats], convs: dict, recordings: dict, buffer_ms: int) -> list[RecordingCheck]:
+    """Check every recorded call against the module's figures for it."""
+    from tests.e2e.calls import read_wav
+
+    by_channel = {s.channel: s for s in stats}
+    checks = []
+    for heard_path, said_path, channel in recordings.values():
+        call = by_channel.get(channel)
+        if call is None:
+            continue
+        heard, _ = read_wav(heard_path)
+        said, _ = read_wav(said_path)
+        checks.append(check_recording(heard, said, call, convs.get(call.conversation_id), max(1, buffer_ms // 20)))
+    return checks
+
+
+def floor_heard(recordings: dict) -> dict:
+    """The floor's recorded calls: frames without the tone inside the tone (frames Asterisk missed)."""
+    from tests.e2e.calls import read_wav
+
+    frames = gaps = 0
+    for heard_path, _said, _channel in recordings.values():
+        heard, _ = read_wav(heard_path)
+        present = _presence(heard, GREETING_HZ)
+        idx = np.flatnonzero(present)
+        if idx.size:
+            span = present[idx[0] : idx[-1] + 1]
+            frames += int(span.sum())
+            gaps += int((~span).sum())
+    return {"calls": len(recordings), "frames": frames, "gaps": gaps}
+
+
 __all__ = ["CallStats", "DownlinkSample", "RecordingCheck", "UplinkSample", "burst_starts", "check_recording",
            "downlink_samples", "in_window", "pacing", "pct", "uplink_samples"]

@@ -121,9 +121,11 @@ exten => floor,1,Answer()
 ; bc-<tag>-<record 0|1>-<wait s>-<sound>: the bench caller
 exten => _bc-.,1,Answer()
  same => n,GotoIf($["${{CUT(EXTEN,-,3)}}" = "0"]?talk)
+ same => n,UserEvent(BenchCaller,Tag: ${{CUT(EXTEN,-,2)}},CallerChannel: ${{CHANNEL}})
  same => n,MixMonitor({rec}/${{CUT(EXTEN,-,2)}}-mix.wav,r({rec}/${{CUT(EXTEN,-,2)}}-heard.wav)t({rec}/${{CUT(EXTEN,-,2)}}-said.wav))
  same => n(talk),Wait(${{CUT(EXTEN,-,4)}})
  same => n,Playback({sounds}/${{CUT(EXTEN,-,5)}})
+ same => n,UserEvent(BenchCallerDone,Tag: ${{CUT(EXTEN,-,2)}})
  same => n,Hangup()
 """
 
@@ -152,9 +154,13 @@ class BenchAsterisk(Asterisk):
     def ami_client(self):
         if self._ami is None:
             self._ami = self.ami()
-            # Only the events the bench reads reach this session.
-            for name in ():
-                response = self._ami.action("Filter", Operation="Add", MatchCriteria=f"name({name})")
+            # AmiClient's socket keeps the 10 s connect timeout, so its reader thread stops after
+            # 10 s without a message: a filtered session is quiet for longer. Block for good
+            # instead; the actions below wake the reader so that its next read uses this.
+            self._ami._sock.settimeout(None)
+            # Only the events the bench reads reach this session (regular-expression filters).
+            for name in ("ElevenLabsConversationStats", "UserEvent"):
+                response = self._ami.action("Filter", Operation="Add", Filter=f"Event: {name}")
                 if response.get("Response") != "Success":
                     raise RuntimeError(f"AMI Filter failed: {response}")
         return self._ami
@@ -245,6 +251,37 @@ class Sampler:
         return [s for s in self.samples[name] if start <= s.t <= end]
 
 
+ARENA_ALIGN = 64 * 1024 * 1024  # glibc's HEAP_MAX_SIZE on 64-bit: every non-main malloc arena starts on it
+
+
+def memory_map(pid: int) -> dict[str, float]:
+    """Resident memory (MiB) by kind, from /proc/<pid>/smaps: glibc's main heap, its other arenas
+    (anonymous mappings on a 64 MiB boundary), 1 MiB anonymous mappings (CPython's object arenas),
+    other anonymous memory (thread stacks, large mmap'd blocks), files."""
+    out = {"heap": 0.0, "arenas": 0.0, "pymalloc": 0.0, "other_anon": 0.0, "files": 0.0}
+    kind = None
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        parts = line.split()
+        if parts and "-" in parts[0] and ":" not in parts[0] and len(parts) >= 5:
+            start, end = (int(x, 16) for x in parts[0].split("-"))
+            name = parts[5] if len(parts) > 5 else ""
+            if name == "[heap]":
+                kind = "heap"
+            elif name.startswith("/"):
+                kind = "files"
+            elif name:
+                kind = "other_anon"
+            elif start % ARENA_ALIGN == 0:
+                kind = "arenas"
+            elif end - start == 1024 * 1024:
+                kind = "pymalloc"
+            else:
+                kind = "other_anon"
+        elif parts and parts[0] == "Rss:" and kind:
+            out[kind] += int(parts[1]) / 1024
+    return out
+
+
 def cpu_percent(first: ProcSample, last: ProcSample) -> float:
     """CPU of the process over the interval, % of one core."""
     return 100.0 * (last.cpu_s - first.cpu_s) / max(1e-9, last.t - first.t)
@@ -275,6 +312,29 @@ def machine_info() -> dict[str, str]:
         "kernel": os.uname().release,
         "host_python": ".".join(map(str, os.sys.version_info[:3])),
     }
+
+
+VENV_PYTHON = "/opt/app_elevenlabs_convai/venv/bin/python3"
+CLIENT_SETUP_PROBE = (
+    "import time, httpx\n"
+    "n = 20\n"
+    "t = time.process_time()\n"
+    "for _ in range(n):\n"
+    "    httpx.AsyncClient(verify=True)\n"
+    "print((time.process_time() - t) / n * 1000)\n"
+)
+
+
+def client_setup_ms(root: Path) -> float | None:
+    """CPU ms to build one httpx.AsyncClient(verify=True) (an SSLContext with the CA bundle) with the
+    Python and packages the module embeds, as pyconvai.client does once per call."""
+    prefix = [] if root == Path("/") else ["chroot", str(root)]
+    try:
+        result = subprocess.run(prefix + [VENV_PYTHON, "-c", CLIENT_SETUP_PROBE], capture_output=True, text=True,
+                                timeout=120)
+        return float(result.stdout.strip().splitlines()[-1])
+    except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+        return None
 
 
 def tone_presence(samples: np.ndarray, freq: float) -> np.ndarray:

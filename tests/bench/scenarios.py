@@ -15,13 +15,14 @@ from pathlib import Path
 
 from pyconvai.sim import AgentScript
 
-from .analysis import CallStats
+from .analysis import CallStats, RecordingCheck, floor_heard, recording_checks
 from .bed import (
     API_KEY,
     BenchAsterisk,
     Pattern,
     ProcSample,
     Sampler,
+    memory_map,
     proc_sample,
     ulaw_tone,
 )
@@ -43,11 +44,11 @@ def bench_script() -> AgentScript:
     return AgentScript(**ULAW, greeting_ms=GREETING_MS, reply_ms=REPLY_MS, late_stale_chunks=3)
 
 
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) jiffies of all CPUs from /proc/stat."""
+def machine_busy() -> tuple[int, int, int]:
+    """(busy, total, steal) jiffies of all CPUs from /proc/stat."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + fields[4]
-    return sum(fields) - idle, sum(fields)
+    return sum(fields) - idle, sum(fields), fields[7] if len(fields) > 7 else 0
 
 
 @dataclass
@@ -65,7 +66,7 @@ class RunResult:
     samples: dict[str, list[ProcSample]] = field(default_factory=dict)
     tasks_start: ProcSample | None = None
     tasks_end: ProcSample | None = None
-    machine: tuple[float, float] | None = None  # busy %, of total (100 % = all cores)
+    machine: tuple[float, float] | None = None  # busy %, steal % of all cores (100 % = every core)
     stats: list[CallStats] = field(default_factory=list)
     convs: dict[str, ConvSummary] = field(default_factory=dict)
     recordings: dict[str, tuple[Path, Path, str]] = field(default_factory=dict)  # tag -> (heard, said, channel)
@@ -73,10 +74,16 @@ class RunResult:
     checkpoints: list[tuple[int, ProcSample]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     runtime_text: str = ""
+    version: str = ""
+    idle_cpu: float = 0.0  # % of one core, before the calls
     log_errors: list[str] = field(default_factory=list)
     channels_left: int = 0
     live_calls_left: str = ""
     connected_at: float | None = None
+    rec_checks: list[RecordingCheck] = field(default_factory=list)
+    channels_in_window: tuple[int, int] | None = None
+    memory: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    floor_heard: dict = field(default_factory=dict)
     originated_at: float | None = None
 
     @property
@@ -84,11 +91,15 @@ class RunResult:
         return self.ended - self.started
 
 
+LIVE: list["Run"] = []
+"""Runs not closed yet: __main__ closes them if the bench is interrupted."""
+
+
 class Run:
     """A fresh Asterisk (+ simulator) for one set of calls."""
 
     def __init__(self, root: Path, moddir: str, out_dir: Path, *, name: str, with_module: bool, buffer_ms: int,
-                 caller_seconds: float, record_dir_keep: bool = True) -> None:
+                 caller_seconds: float, sounds: dict[str, bytes] | None = None) -> None:
         self.name = name
         self.out_dir = out_dir
         self.sim: SimProcess | None = None
@@ -98,12 +109,15 @@ class Run:
         self.ast = BenchAsterisk(root, moddir, with_module=with_module, agents=agents,
                                  endpoint=self.sim.endpoint if self.sim else "")
         self.ast.sound("talk", PATTERN.render(caller_seconds))
+        for sound, data in (sounds or {}).items():
+            self.ast.sound(sound, data)
         if not with_module:
             self.ast.sound("floortone", ulaw_tone(440.0, int((caller_seconds + 120) * 1000)))
         self.result = RunResult(name, with_module, 0, 0, buffer_ms)
         self.agent_exten = "ai-bench" if with_module else "floor"
         self._originated = 0
         self._tags: list[tuple[str, bool]] = []
+        LIVE.append(self)
 
     # --- lifecycle
 
@@ -112,8 +126,12 @@ class Run:
         self.ami = self.ast.ami_client()
         if self.result.with_module:
             self.result.runtime_text = self.ast.cli("elevenlabs show runtime")
-        time.sleep(2.0)
+        self.result.version = self.ast.cli("core show version").strip()
+        first = proc_sample(self.ast.pid)
+        time.sleep(3.0)
         self.result.idle_before = proc_sample(self.ast.pid)
+        self.result.idle_cpu = 100.0 * (self.result.idle_before.cpu_s - first.cpu_s) / (
+            self.result.idle_before.t - first.t)
         pids = {"asterisk": self.ast.pid, "bench": __import__("os").getpid()}
         if self.sim:
             pids["sim"] = self.sim.pid
@@ -137,6 +155,8 @@ class Run:
         finally:
             if self.sim:
                 self.sim.stop()
+            if self in LIVE:
+                LIVE.remove(self)
 
     # --- calls
 
@@ -151,6 +171,7 @@ class Run:
         return len(self.events("UserEvent", UserEvent="BenchCallerDone"))
 
     def originate(self, record: bool, wait_s: float = CALLER_WAIT_S, sound: str = "talk") -> str:
+        """One call; the caller side waits ``wait_s``, plays ``sound`` and hangs up."""
         tag = f"{self.name[:1]}{self._originated}"
         self._originated += 1
         self._tags.append((tag, record))
@@ -158,7 +179,8 @@ class Run:
         return tag
 
     def place(self, count: int, concurrency: int, rate: float, record: set[int] | None = None,
-              on_progress=None, timeout_per_call: float = 120.0) -> None:
+              on_progress=None, timeout_per_call: float = 120.0, sound: str = "talk",
+              wait_s: float = CALLER_WAIT_S) -> None:
         """Originate ``count`` calls, at most ``concurrency`` at once, at most ``rate`` per second."""
         record = record or set()
         interval = 1.0 / rate
@@ -173,11 +195,11 @@ class Run:
             if delay > 0:
                 time.sleep(delay)
             next_at = max(next_at + interval, time.monotonic() - 1.0)
-            self.originate(i in record)
+            self.originate(i in record, wait_s, sound)
             if on_progress:
                 on_progress(i + 1)
         self.result.originated_at = time.monotonic()
-        self.result.calls = count
+        self.result.calls += count
         self.result.concurrency = concurrency
 
     def wait_finished(self, count: int, timeout: float) -> bool:
@@ -207,13 +229,14 @@ class Run:
     def measure_window(self, seconds: float) -> None:
         """Steady state: task CPU and machine CPU from now for ``seconds``."""
         start = time.monotonic()
-        busy0, total0 = machine_busy()
+        busy0, total0, steal0 = machine_busy()
         self.result.tasks_start = proc_sample(self.ast.pid, tasks=True)
         time.sleep(seconds)
         self.result.tasks_end = proc_sample(self.ast.pid, tasks=True)
-        busy1, total1 = machine_busy()
+        busy1, total1, steal1 = machine_busy()
         self.result.window = (start, time.monotonic())
-        self.result.machine = (100.0 * (busy1 - busy0) / max(1, total1 - total0), 0.0)
+        span = max(1, total1 - total0)
+        self.result.machine = (100.0 * (busy1 - busy0) / span, 100.0 * (steal1 - steal0) / span)
 
     def collect(self) -> None:
         """The module's figures, the simulator's records, the recordings."""
@@ -236,3 +259,144 @@ class Run:
             channels = {path[2] for path in r.recordings.values()}
             detail = [s.conversation_id for s in r.stats if s.channel in channels]
             r.convs = {c.conversation_id: c for c in self.sim.summary(detail)}
+            r.rec_checks = recording_checks(r.stats, r.convs, r.recordings, r.buffer_ms)
+        else:
+            r.floor_heard = floor_heard(r.recordings)
+
+
+# --- the scenarios ------------------------------------------------------------------------------
+
+@dataclass
+class Settings:
+    """What ``make bench`` runs; every field can be overridden from the environment (see __main__)."""
+
+    single_calls: int = 6  # one call at a time ...
+    single_seconds: float = 48.0  # ... each this long (caller audio): 16 cycles of the pattern
+    uplink240_calls: int = 3
+    uplink240_seconds: float = 26.0  # 100 chunks of 240 ms are timestamped per call
+    levels: tuple[int, ...] = (1, 50, 100, 200, 400)
+    capacity_buffer_ms: int = 240  # the default elevenlabs_audio_frames_buffer_ms
+    ramp_rate: float = 20.0  # calls originated per second
+    warmup_s: float = 5.0
+    window_s: float = 30.0
+    recorded_per_level: int = 4
+    floor: bool = True
+    soak_calls: int = 2000
+    soak_concurrency: int = 10
+    soak_checkpoint: int = 250
+    soak_buffer_ms: int = 20
+
+
+def run_sequential(root: Path, moddir: str, out_dir: Path, name: str, calls: int, seconds: float, buffer_ms: int,
+                   record: bool, log=print) -> RunResult:
+    """``calls`` calls one after the other through the module; each caller plays the pattern."""
+    run = Run(root, moddir, out_dir, name=name, with_module=True, buffer_ms=buffer_ms, caller_seconds=seconds)
+    try:
+        run.start()
+        started = time.monotonic()
+        run.place(calls, 1, 5.0, set(range(calls)) if record else set(), timeout_per_call=seconds + 60,
+                  on_progress=lambda n: log(f"  {name}: call {n}/{calls}"))
+        if not run.wait_finished(calls, seconds + 60):
+            run.result.errors.append(f"only {run.finished()} of {calls} calls finished")
+        run.result.window = (started, time.monotonic())
+        run.wait_idle()
+        run.result.idle_after = proc_sample(run.ast.pid)
+        run.collect()
+    except Exception as exc:  # noqa: BLE001 - reported in BENCHMARKS.md, the bench goes on
+        run.result.errors.append(f"{type(exc).__name__}: {exc}")
+    finally:
+        run.close()
+    return run.result
+
+
+def spread(count: int, n: int) -> set[int]:
+    """``n`` call indices spread over ``count`` calls."""
+    if n <= 0 or count <= 0:
+        return set()
+    if n >= count:
+        return set(range(count))
+    return {round(i * (count - 1) / (n - 1)) for i in range(n)} if n > 1 else {count // 2}
+
+
+CONNECT_ALLOWANCE_S = 120.0
+
+
+def run_level(root: Path, moddir: str, out_dir: Path, level: int, with_module: bool, cfg: Settings,
+              log=print) -> RunResult:
+    """``level`` concurrent calls; the steady window starts ``warmup_s`` after all are up; then the
+    bench hangs every call up (the callers' audio outlasts the window)."""
+    ramp = level / cfg.ramp_rate
+    caller_s = ramp + CONNECT_ALLOWANCE_S + cfg.warmup_s + cfg.window_s + 30.0
+    name = f"{'module' if with_module else 'floor'}-{level}"
+    run = Run(root, moddir, out_dir, name=name, with_module=with_module, buffer_ms=cfg.capacity_buffer_ms,
+              caller_seconds=caller_s)
+    r = run.result
+    try:
+        run.start()
+        run.place(level, level, cfg.ramp_rate, spread(level, cfg.recorded_per_level))
+        if not run.wait_connected(level, CONNECT_ALLOWANCE_S):
+            r.errors.append(f"not all {level} calls were connected {CONNECT_ALLOWANCE_S:g} s after the last "
+                            "was originated; measured anyway")
+        time.sleep(cfg.warmup_s)
+        log(f"  {name}: {level} calls up {r.connected_at - r.originated_at:.1f} s after the last originate; "
+            f"measuring {cfg.window_s:g} s")
+        channels_before = run.ast.channel_count()
+        run.measure_window(cfg.window_s)
+        r.channels_in_window = (channels_before, run.ast.channel_count())
+        run.ast.cli("channel request hangup all")
+        if with_module and not run.wait_finished(level, 120):
+            r.errors.append(f"only {run.finished()} of {level} calls published their figures")
+        if not run.wait_idle(120):
+            r.errors.append("Asterisk not idle 120 s after the hangup")
+        time.sleep(2.0)
+        r.idle_after = proc_sample(run.ast.pid)
+        run.collect()
+    except Exception as exc:  # noqa: BLE001
+        r.errors.append(f"{type(exc).__name__}: {exc}")
+    finally:
+        run.close()
+    return r
+
+
+SOAK_SOUND = Pattern(period_s=100.0, second_s=100.0, speech_ms=300, lead_s=0.6)
+SOAK_SECONDS = 1.4
+
+
+def run_soak(root: Path, moddir: str, out_dir: Path, cfg: Settings, log=print, with_module: bool = True) -> RunResult:
+    """Short calls (greeting, a barge-in, the reply cut by the caller's hangup), ``soak_concurrency``
+    at a time; at every checkpoint the bench waits for Asterisk to be idle and reads /proc. Without
+    the module (the control), the same callers reach the floor extension."""
+    name = "soak" if with_module else "soakfloor"
+    run = Run(root, moddir, out_dir, name=name, with_module=with_module, buffer_ms=cfg.soak_buffer_ms,
+              caller_seconds=1.0, sounds={"short": SOAK_SOUND.render(SOAK_SECONDS)})
+    r = run.result
+    try:
+        run.start()
+        r.checkpoints.append((0, proc_sample(run.ast.pid)))
+        r.memory.append((0, memory_map(run.ast.pid)))
+        r.tasks_start = proc_sample(run.ast.pid, tasks=True)
+        done = 0
+        while done < cfg.soak_calls:
+            batch = min(cfg.soak_checkpoint, cfg.soak_calls - done)
+            run.place(batch, cfg.soak_concurrency, 50.0, sound="short", wait_s=0.2, timeout_per_call=30)
+            done += batch
+            if not run.wait_finished(done, 120):
+                r.errors.append(f"only {run.finished()} of {done} calls finished")
+                break
+            run.wait_idle(60)
+            time.sleep(1.0)
+            sample = proc_sample(run.ast.pid)
+            r.checkpoints.append((done, sample))
+            r.memory.append((done, memory_map(run.ast.pid)))
+            log(f"  {name}: {done}/{cfg.soak_calls} calls, RSS {sample.rss_kib / 1024:.1f} MiB, "
+                f"{sample.threads} threads, {sample.fds} fds")
+        r.tasks_end = proc_sample(run.ast.pid, tasks=True)
+        r.window = (r.started, time.monotonic())
+        r.idle_after = r.checkpoints[-1][1]
+        r.calls = done
+        run.collect()
+    except Exception as exc:  # noqa: BLE001
+        r.errors.append(f"{type(exc).__name__}: {exc}")
+    finally:
+        run.close()
+    return r

@@ -1,0 +1,125 @@
+"""``make bench``: run every benchmark, print the figures, write BENCHMARKS.md.
+
+Environment (defaults: the full issue, about 25 minutes on 2 cores):
+
+  BENCH_QUICK=1               a short run (minutes): fewer calls, levels 1,20,50, 200 soak calls
+  BENCH_LEVELS=1,50,100,200,400
+  BENCH_WINDOW_S=30           steady window at each capacity level
+  BENCH_RAMP_RATE=20          calls originated per second
+  BENCH_SINGLE_CALLS=6        one-call-at-a-time calls (each BENCH_SINGLE_SECONDS=48)
+  BENCH_SOAK_CALLS=2000       soak calls (BENCH_SOAK_CONCURRENCY=10 at a time)
+  BENCH_PARTS=single,uplink,capacity,soak
+  BENCH_NO_FLOOR=1            skip the floor runs (Asterisk without the module)
+  BENCH_OUTPUT=BENCHMARKS.md  where the report goes
+  BENCH_RAW=path.pickle       also keep the raw readings (for re-rendering: BENCH_RENDER=path.pickle)
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from .bed import client_setup_ms, machine_info, moddir, raise_fd_limit, testbed_root
+from .report import render, summary_lines
+from .scenarios import LIVE, Settings, run_level, run_sequential, run_soak
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def settings_from_env() -> Settings:
+    cfg = Settings()
+    if os.environ.get("BENCH_QUICK"):
+        cfg = replace(cfg, single_calls=2, single_seconds=20.0, uplink240_calls=1, levels=(1, 20, 50),
+                      window_s=10.0, warmup_s=3.0, recorded_per_level=2, soak_calls=200, soak_checkpoint=50)
+    env = os.environ.get
+    if env("BENCH_LEVELS"):
+        cfg = replace(cfg, levels=tuple(int(x) for x in env("BENCH_LEVELS").split(",") if x.strip()))
+    for name, field_name, kind in (
+        ("BENCH_WINDOW_S", "window_s", float), ("BENCH_RAMP_RATE", "ramp_rate", float),
+        ("BENCH_SINGLE_CALLS", "single_calls", int), ("BENCH_SINGLE_SECONDS", "single_seconds", float),
+        ("BENCH_SOAK_CALLS", "soak_calls", int), ("BENCH_SOAK_CONCURRENCY", "soak_concurrency", int),
+    ):
+        if env(name):
+            cfg = replace(cfg, **{field_name: kind(env(name))})
+    if env("BENCH_NO_FLOOR"):
+        cfg = replace(cfg, floor=False)
+    return cfg
+
+
+def _terminate(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
+def main() -> int:
+    render_only = os.environ.get("BENCH_RENDER")
+    output = Path(os.environ.get("BENCH_OUTPUT") or REPO / "BENCHMARKS.md")
+    if render_only:
+        raw = pickle.loads(Path(render_only).read_bytes())
+        output.write_text(render(raw))
+        print("\n".join(summary_lines(raw)))
+        return 0
+
+    signal.signal(signal.SIGTERM, _terminate)
+    cfg = settings_from_env()
+    parts = set((os.environ.get("BENCH_PARTS") or "single,uplink,capacity,soak").split(","))
+    root = testbed_root()
+    mods = moddir(root)
+    fd_limit = raise_fd_limit()
+    work = Path(tempfile.mkdtemp(prefix="convai-bench-"))
+    began = time.monotonic()
+    raw: dict = {"settings": cfg, "machine": machine_info(), "fd_limit": fd_limit, "parts": sorted(parts),
+                 "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "levels": {}}
+
+    def log(text: str) -> None:
+        print(f"[{time.monotonic() - began:7.1f} s] {text}", flush=True)
+
+    raw["client_setup_ms"] = client_setup_ms(root)
+    try:
+        if "single" in parts:
+            log(f"downlink, barge-in, uplink (buffer 20 ms): {cfg.single_calls} calls of {cfg.single_seconds:g} s, "
+                "one at a time")
+            raw["single"] = run_sequential(root, mods, work, "single", cfg.single_calls, cfg.single_seconds, 20,
+                                           True, log)
+        if "uplink" in parts:
+            log(f"uplink (buffer 240 ms): {cfg.uplink240_calls} calls of {cfg.uplink240_seconds:g} s, one at a time")
+            raw["uplink240"] = run_sequential(root, mods, work, "uplink240", cfg.uplink240_calls,
+                                              cfg.uplink240_seconds, 240, False, log)
+        if "capacity" in parts:
+            for level in cfg.levels:
+                log(f"capacity: {level} concurrent calls through the module")
+                module = run_level(root, mods, work, level, True, cfg, log)
+                floor = None
+                if cfg.floor:
+                    log(f"capacity: {level} concurrent calls without the module (floor)")
+                    floor = run_level(root, mods, work, level, False, cfg, log)
+                raw["levels"][level] = (module, floor)
+        if "soak" in parts:
+            log(f"soak: {cfg.soak_calls} short calls, {cfg.soak_concurrency} at a time")
+            raw["soak"] = run_soak(root, mods, work, cfg, log)
+            if cfg.floor:
+                log(f"soak without the module (control): {cfg.soak_calls} short calls")
+                raw["soak_floor"] = run_soak(root, mods, work, cfg, log, with_module=False)
+    finally:
+        for run in list(LIVE):
+            run.close()
+        raw["duration_s"] = time.monotonic() - began
+        if os.environ.get("BENCH_RAW"):
+            Path(os.environ["BENCH_RAW"]).write_bytes(pickle.dumps(raw))
+    log("writing the report")
+    output.write_text(render(raw))
+    shutil.rmtree(work, ignore_errors=True)
+    print()
+    print("\n".join(summary_lines(raw)))
+    print(f"\n{output} written; the bench took {raw['duration_s'] / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
