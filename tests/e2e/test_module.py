@@ -154,3 +154,11 @@ def test_core_stop_now_exits_cleanly_and_quickly(make_asterisk):
     assert ast.stop(timeout=10) == 0
     assert time.monotonic() - started < 5
     assert "Segmentation" not in ast.stdout_text()
+
+
+def test_config_options_are_documented_in_asterisk(make_asterisk):
+    ast = make_asterisk({"elevenlabs.conf": AGENTS})
+    types = ast.cli("config show help app_elevenlabs_convai")
+    assert re.search(r"^general\s+--", types, re.M) and re.search(r"^agent\s+--", types, re.M)
+    option = ast.cli("config show help app_elevenlabs_convai agent dynamic_variable")
+    assert "evaluated for each call" in option and "ELEVENLABS_VAR_name" in option
