@@ -15,12 +15,11 @@ from __future__ import annotations
 import os
 import resource
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from pyconvai import audio
 from tests.e2e.asterisk import MODULES, Asterisk
@@ -310,7 +309,7 @@ def machine_info() -> dict[str, str]:
         "cores": str(os.cpu_count()),
         "ram": f"{mem_kib / 1024 / 1024:.1f} GiB",
         "kernel": os.uname().release,
-        "host_python": ".".join(map(str, os.sys.version_info[:3])),
+        "host_python": ".".join(map(str, sys.version_info[:3])),
     }
 
 
@@ -337,12 +336,6 @@ def client_setup_ms(root: Path) -> float | None:
         return None
 
 
-def tone_presence(samples: np.ndarray, freq: float) -> np.ndarray:
-    """Per 20 ms frame: the frame is mostly ``freq`` (see tests.e2e.calls.tone_frames)."""
-    from tests.e2e.calls import tone_frames
-
-    return tone_frames(samples, RATE, freq).present
-
-
-__all__ = ["API_KEY", "BenchAsterisk", "Pattern", "ProcSample", "Sampler", "cpu_percent", "machine_info",
-           "moddir", "proc_sample", "raise_fd_limit", "testbed_root", "top_threads", "ulaw_tone"]
+__all__ = ["API_KEY", "BenchAsterisk", "Pattern", "ProcSample", "Sampler", "client_setup_ms", "cpu_percent",
+           "machine_info", "memory_map", "moddir", "proc_sample", "raise_fd_limit", "testbed_root", "top_threads",
+           "ulaw_tone"]

@@ -99,10 +99,6 @@ def method_text(raw: dict, cfg) -> list[str]:
     ]
 
 
-def _lvl(out: dict, n: int):
-    return next((lv for lv in out["levels"] if lv.level == n), None)
-
-
 def _threads(res: dict) -> str:
     rows = res.get("top_threads") or []
     named = [f"{comm.replace('pyconvai-asynci', 'pyconvai-asyncio').replace('pyconvai-playba', 'pyconvai-playback')} "
@@ -124,7 +120,6 @@ def explanations(out: dict) -> list[str]:
         add("Every bar is met.")
         add("")
     single = out.get("single")
-    top = max(out["levels"], key=lambda lv: lv.level) if out["levels"] else None
 
     # Downlink at load.
     for lv in out["levels"]:
@@ -177,7 +172,8 @@ def explanations(out: dict) -> list[str]:
         for lv in out["levels"]:
             if lv.lat is not None:
                 late = lv.lat.pacing.get("late", 0)
-                quiet.append(f"{lv.level} calls: {lv.lat.underruns} underruns, {late} intervals over 21 ms")
+                quiet.append(f"{lv.level} call{'s' if lv.level != 1 else ''}: {lv.lat.underruns} underruns, "
+                             f"{late} intervals over 21 ms")
         benign = s.get("benign_underrun_calls") if s else None
         add("- Two different things are counted. Most counts are a race in the counter, not a lost frame: "
             "`Call.playback_tick` counts an underrun when the ring is empty while frames are queued, which is "
@@ -200,7 +196,7 @@ def explanations(out: dict) -> list[str]:
     # RSS per call at 1 call.
     for lv in out["levels"]:
         value = lv.per_call.get("rss_over_floor_kib")
-        if value is None or value <= 1024:
+        if value is None or value <= 1024 or lv.mod.get("calls_up", lv.level) < lv.level:
             continue
         m = lv.mod
         add(f"### RSS per call over the floor at {lv.level} call{'s' if lv.level > 1 else ''}: "
@@ -261,6 +257,50 @@ def explanations(out: dict) -> list[str]:
     # Always: other findings.
     add("## Other findings")
     add("")
+    raw = out["raw"]
+    if raw.get("single") is not None:
+        slow, on_tick = 0, 0
+        for st in raw["single"].stats:
+            f, lat = st.first_frames, st.downlink_ms
+            for k in range(1, min(len(f), len(lat))):
+                if lat[k] > 2.0:
+                    slow += 1
+                    phase = ((f[k] - f[k - 1]) * 1000) % 20
+                    on_tick += min(phase, 20 - phase) < 1.0
+        if slow:
+            add(f"- Downlink at 1 call: {slow} of {single.downlink_module.get('n', 0)} first frames took more than "
+                f"2 ms inside the module (the p99 of {fmt(single.downlink_sim.get('p99'))} ms comes from them), and "
+                f"{on_tick} of those were written exactly on the channel thread's 20 ms timer phase, i.e. at its next "
+                "tick and not on the wake-up meant to start playback at once. A race explains it: when the playback "
+                "thread's tick falls between the asyncio thread queueing the audio (`PlaybackQueue.add`) and its own "
+                "transfer in `_start_playback`, the playback thread moves the frame into the ring without waking the "
+                "channel thread, `_start_playback` then moves nothing and does not wake it either, and the frame waits "
+                "up to 20 ms for the timer. Fix: wake the channel thread whenever the ring is not empty and the call "
+                "was silent (in `_start_playback` regardless of what it moved, and in `playback_tick` when it fills an "
+                "empty ring).")
+    for lv in out["levels"]:
+        m = lv.module
+        if m is None:
+            continue
+        failed = m.statuses.get("FAILED", 0)
+        reached = len(m.convs)
+        late_init = sum(1 for c in m.convs.values() if c.init_late)
+        if failed or reached < lv.level:
+            add(f"- At {lv.level} calls only {reached} calls ever reached the simulator, {failed} ended FAILED and "
+                f"{lv.mod.get('calls_up', '?')} were up in the window"
+                + (f"; in {late_init} conversations the module sent its initiation data more than 1 s after its "
+                   "WebSocket opened" if late_init else "")
+                + ". Calls that never connect are not failed by Python's own bounds "
+                "(`max_connection_attempts` × `connection_timeout_seconds` = 3 × 10 s): they wait for the C side's "
+                "start-up limit (`CONVAI_STARTUP_GRACE_SECONDS` + attempts × (2 × timeout + 2) = 71 s) and end "
+                "FAILED \"no response from the Python runtime\" (while Python logs CALLER_HANGUP \"startup "
+                "timeout\"). The connection attempts' `asyncio.timeout` not firing for over a minute, while the "
+                "established calls keep streaming, points at the connection path (per-call `httpx.AsyncClient`, "
+                "its TLS context, its name resolution in worker threads) and deserves a profile (py-spy) under this "
+                "load; the cause is not established by this benchmark."
+                + (f" Even without the module this level needs {fmt(lv.flo.get('cpu'), 0)} % of a core "
+                   f"(machine busy {fmt(lv.flo.get('machine_busy'), 0)} %): 400 Local-channel calls with "
+                   "`Playback` on both halves do not fit on 2 cores." if lv.flo.get("cpu") else ""))
     if single is not None and single.uplink_last.get("n"):
         add(f"- Uplink: with 20 ms chunks the last byte reaches the agent p50 {fmt(single.uplink_last.get('p50'))} "
             f"ms, p99 {fmt(single.uplink_last.get('p99'))} ms after the framehook read it, of which the module "
@@ -273,15 +313,15 @@ def explanations(out: dict) -> list[str]:
             f"TLS context with the CA bundle: {fmt(out['raw']['client_setup_ms'], 1)} ms of CPU in the embedded "
             "Python's packages, on the asyncio thread with the GIL held, during which no other call's audio "
             "moves. One context (and client) per runtime would remove it.")
-    if top is not None and top.mod.get("connect_s") is not None:
-        add(f"- Call set-up under load: at {top.level} calls the last call was connected "
-            f"{top.mod['connect_s']:.1f} s after the last originate (calls are originated at "
-            f"{out['raw']['settings'].ramp_rate:g} per second).")
     if single is not None:
         p = single.pacing
-        add(f"- Barge-in is immediate: the interruption flushes the queue and the ring in one step, so no "
-            f"frame of the old response was written after it in any run (`BargeInStopMs` 0 in "
-            f"{single.barge_in.get('n', 0)} interruptions at 1 call), and the recordings agree.")
+        lats = [single] + [lv.lat for lv in out["levels"] if lv.lat is not None]
+        worst = max((lat.barge_in.get("max", 0.0) for lat in lats if lat.barge_in.get("n")), default=0.0)
+        total = sum(lat.barge_in.get("n", 0) for lat in lats)
+        add(f"- Barge-in: the interruption flushes the queue and the ring in one step (`PlaybackQueue.interrupt` "
+            f"with `ring.discard` under the queue's lock); over {total} interruptions in the latency and capacity "
+            f"runs the longest time from the interruption to the last old frame written was {worst:.2f} ms "
+            "(0 = none written after it).")
         if p.get("n"):
             add(f"- Pacing at 1 call: {p['on_time']:.2%} of {p['n']} intervals within 19–21 ms; the others "
                 f"from {p['min']:.0f} to {p['max']:.0f} ms.")

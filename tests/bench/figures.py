@@ -10,7 +10,6 @@ import numpy as np
 
 from .analysis import (
     FRAME_S,
-    CallStats,
     RecordingCheck,
     downlink_samples,
     in_window,
@@ -105,16 +104,17 @@ def summarise_recordings(checks: list[RecordingCheck]) -> dict:
     if not checks:
         return {}
     jitter, offsets, heard_dl, bargein = [], [], [], []
+    incomplete = [c for c in checks if not c.complete]
     for c in checks:
         later = c.onset_residual_ms
-        if later:
-            med = float(np.median(later))
-            jitter += [r - med for r in later]
+        jitter += [later[i] - later[i - 1] for i in range(1, len(later))]
         offsets += c.anchor_residual_ms[1:]
         heard_dl += c.heard_downlink_ms[1:]
         bargein += c.bargein_heard_ms
     return {
         "calls": len(checks),
+        "incomplete": len(incomplete),
+        "lost_frames": sum(c.frames_out - c.heard_frames for c in incomplete),
         "heard_frames": sum(c.heard_frames for c in checks),
         "frames_out": sum(c.frames_out for c in checks),
         "stale_tone_frames": sum(c.stale_tone_frames for c in checks),
@@ -168,6 +168,7 @@ def resources(run: RunResult | None) -> dict:
         out["connect_s"] = run.connected_at - run.originated_at
     if run.channels_in_window:
         out["channels_in_window"] = run.channels_in_window
+        out["calls_up"] = min(run.channels_in_window) // 2
     if run.idle_before:
         out["idle_rss_mib"] = run.idle_before.rss_kib / MIB
         out["idle_threads"] = run.idle_before.threads
@@ -187,18 +188,20 @@ def floor_heard(run: RunResult | None) -> dict:
 
 def per_call(level: Level) -> dict:
     """Increments over idle, per call, and the module's over the floor's."""
-    m, f, n = level.mod, level.flo, level.level
+    m, f = level.mod, level.flo
     out = {}
+    n = m.get("calls_up") or level.level  # calls really up in the window (both halves of each)
+    nf = f.get("calls_up") or level.level
     if "rss_mib" in m and "idle_rss_mib" in m:
         out["mod_rss_per_call_kib"] = (m["rss_mib"] - m["idle_rss_mib"]) * MIB / n
     if "rss_mib" in f and "idle_rss_mib" in f:
-        out["floor_rss_per_call_kib"] = (f["rss_mib"] - f["idle_rss_mib"]) * MIB / n
+        out["floor_rss_per_call_kib"] = (f["rss_mib"] - f["idle_rss_mib"]) * MIB / nf
     if "mod_rss_per_call_kib" in out and "floor_rss_per_call_kib" in out:
         out["rss_over_floor_kib"] = out["mod_rss_per_call_kib"] - out["floor_rss_per_call_kib"]
     if "cpu" in m:
         out["mod_cpu_per_call"] = (m["cpu"] - m.get("idle_cpu", 0.0)) / n
     if "cpu" in f:
-        out["floor_cpu_per_call"] = (f["cpu"] - f.get("idle_cpu", 0.0)) / n
+        out["floor_cpu_per_call"] = (f["cpu"] - f.get("idle_cpu", 0.0)) / nf
     if "mod_cpu_per_call" in out and "floor_cpu_per_call" in out:
         out["cpu_over_floor"] = out["mod_cpu_per_call"] - out["floor_cpu_per_call"]
     return out
@@ -256,4 +259,3 @@ def frames_s(seconds: float) -> float:
 
 
 __all__ = ["Latency", "Level", "floor_heard", "fmt", "latency", "per_call", "resources", "soak"]
-_ = CallStats

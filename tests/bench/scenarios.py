@@ -8,6 +8,7 @@ records and the recordings of the sampled calls.
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -146,7 +147,13 @@ class Run:
             pass
         try:
             log = self.ast.log_text()
-            self.result.log_errors = [line for line in log.splitlines() if " ERROR[" in line or " WARNING[" in line][:50]
+            booted = log.find("Asterisk Ready.")
+            counts: dict[str, int] = {}
+            for line in log[max(0, booted):].splitlines():
+                if " ERROR[" in line or " WARNING[" in line:
+                    text = re.sub(r"Local/\S+|conv_sim_\w+|\[C-\w+\]|\d+", "#", line.split("] ", 1)[-1])[:200]
+                    counts[text] = counts.get(text, 0) + 1
+            self.result.log_errors = [f"{n}× {text}" for text, n in sorted(counts.items(), key=lambda x: -x[1])][:10]
         except OSError:
             pass
         self.result.ended = time.monotonic()

@@ -27,6 +27,7 @@ class ConvSummary:
     chunks: list[tuple[float, int]] = field(default_factory=list)  # (received at, bytes)
     loud: list[int] = field(default_factory=list)  # per chunk: first frame with RMS > threshold, -1 none
     close_code: int | None = None
+    init_late: bool = False  # the client's initiation data came after the simulator's 1 s wait
 
 
 def _summarise(record, detail: bool, frame_bytes: int, threshold: float) -> ConvSummary:
@@ -52,6 +53,7 @@ def _summarise(record, detail: bool, frame_bytes: int, threshold: float) -> Conv
                     break
             out.loud.append(first)
     out.close_code = record.close_code
+    out.init_late = record.init_data is None
     return out
 
 
@@ -76,8 +78,11 @@ def _alternate_reply_tones() -> None:
 
 
 def _child(conn, scripts, api_key: str) -> None:
+    import logging
+
     from pyconvai.sim import SimConfig, Simulator
 
+    logging.getLogger("pyconvai.sim").setLevel(logging.ERROR)  # counted in the summaries instead
     _alternate_reply_tones()
 
     sim = Simulator(SimConfig(api_key=api_key, agents=scripts)).start()
