@@ -6,9 +6,11 @@ Threads:
 - the session, its listener and ``pump()`` run on the asyncio thread, which is
   the only consumer of the uplink and clock rings;
 - the downlink ring is produced only inside ``PlaybackQueue.transfer()``, by
-  ``playback_tick()`` on the playback thread and by ``_start_playback()`` on
-  the asyncio thread; the queue's lock, which the interruption flush
-  (``ring.discard``) also holds, keeps them one producer;
+  ``_top_up()`` from ``playback_tick()`` on the playback thread and on the
+  asyncio thread as agent audio arrives; the queue's lock, which the
+  interruption flush (``ring.discard``) also holds, keeps them one producer;
+  whichever fills an empty ring wakes the channel thread, so that playback
+  after silence starts at once, not at its next tick;
 - ``hangup()`` may come from any thread.
 
 Control records go to the channel thread through the control ring and a wake
@@ -111,7 +113,7 @@ class Call:
         self.task: asyncio.Task[None] | None = None  # run(), set by the runtime
         self.drain_deadline = 0.0
         self.finished = False
-        self._was_playing = False
+        self._playing_since_flush: int | None = None  # the flush count while the ring was fed
         self._drained = False
         try:
             self.limits = call_limits(settings)
@@ -166,13 +168,9 @@ class Call:
 
     def _on_event(self, event: object) -> None:
         match event:
-            case AgentAudioQueued(received_at=received_at, size=size):
-                nothing_queued = self.downlink.used == 0 and self.session.playback.queued_frames <= (
-                    size // max(1, self.frame_bytes) + 1
-                )
-                self.stats.audio_received(received_at, nothing_queued)
-                if nothing_queued:
-                    self._start_playback()
+            case AgentAudioQueued(received_at=received_at):
+                self.stats.audio_received(received_at)
+                self._top_up()
             case CallerAudioSent(stream_end=stream_end, sent_at=sent_at):
                 self.stats.caller_audio_sent(stream_end, sent_at)
             case FormatsNegotiated(input_format=fmt_in, output_format=fmt_out):
@@ -192,27 +190,41 @@ class Call:
                 self._event("ElevenLabsToolCall", Tool=name, ToolCallID=tool_call_id, Source=source,
                             IsError="yes" if is_error else "no", Parameters=orjson.dumps(parameters).decode())
 
-    def _start_playback(self) -> None:
-        """Audio arrived to a silent call: fill the ring now and wake the channel
-        thread, which writes the first frame at once instead of at its next tick."""
+    # asyncio or playback thread
+
+    def _top_up(self) -> tuple[int, int]:
+        """Fill the downlink up to FRAMES_AHEAD frames; returns (frames there before, moved).
+
+        An empty ring may mean a channel thread that stopped at its last tick:
+        wake it, and it writes the first frame at once. A ring read as empty
+        can only have filled since through the other producer, which then
+        woke it too; a spare wake costs one loop turn.
+        """
         if not self.frame_bytes or self.finished:
-            return
-        if self.session.playback.transfer(self.downlink.push, FRAMES_AHEAD):
+            return 0, 0
+        ahead = self.downlink.used // self.frame_bytes
+        if ahead >= FRAMES_AHEAD:
+            return ahead, 0
+        moved = self.session.playback.transfer(self.downlink.push, FRAMES_AHEAD - ahead)
+        if moved and not ahead:
             self._wake()
+        return ahead, moved
 
     # playback thread
 
     def playback_tick(self) -> None:
-        """Keep the downlink FRAMES_AHEAD frames ahead; ask to end once drained."""
+        """Keep the downlink FRAMES_AHEAD frames ahead; count underruns; ask to end once drained."""
         if self.finished or self.session is None or not self.frame_bytes:
             return
         playback = self.session.playback
-        ahead = self.downlink.used // self.frame_bytes
-        if ahead == 0 and playback.queued_frames and self._was_playing:
+        flushes = playback.flushes
+        queued = playback.queued_frames
+        ahead, moved = self._top_up()
+        # Dry while audio waited, and fed since the last flush: an underrun. After a
+        # flush the ring is empty by design, and the next audio starts afresh.
+        if ahead == 0 and queued and self._playing_since_flush == flushes:
             self.underruns += 1
-        if ahead < FRAMES_AHEAD:
-            moved = playback.transfer(self.downlink.push, FRAMES_AHEAD - ahead)
-            self._was_playing = moved > 0 or ahead > 0
+        self._playing_since_flush = flushes if ahead or moved else None
         if self.ended is not None and not self._drained:
             empty = playback.queued_frames == 0 and self.downlink.used < self.frame_bytes
             if empty or time.monotonic() > self.drain_deadline:

@@ -171,6 +171,12 @@ class PlaybackQueue:
             return len(self._frames)
 
     @property
+    def flushes(self) -> int:
+        """Interruptions so far: a change tells the consumer its queue was flushed."""
+        with self._lock:
+            return self._interruptions
+
+    @property
     def queued_ms(self) -> int:
         """Playable audio held, in ms, counting held samples as the frame finish() would make."""
         with self._lock:

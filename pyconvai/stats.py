@@ -7,8 +7,9 @@ framehook captures, with the uplink stream's end after it. Joined with when
 Python received agent audio and interruptions and sent caller chunks, that
 gives exact figures, with no clock to align:
 
-- downlink latency: agent audio received while the call was silent -> its
-  first frame written;
+- downlink latency: agent audio received while the caller heard nothing (the
+  last frame written had finished playing) -> the next frame written; audio
+  arriving while a frame still plays continues the stream and is no sample;
 - uplink latency: caller audio captured -> the chunk holding it sent on the
   socket (timed from the chunk's last byte, so ``buffer_ms`` is not counted);
 - barge-in: interruption received -> last frame of the old response written
@@ -28,7 +29,9 @@ CLOCK_RECORD = struct.Struct("<QQII")  # struct convai_clock_record: position, a
 CLOCK_WRITTEN = 1  # enum convai_clock_kind in csrc/embed.h
 CLOCK_CAPTURED = 2
 
-#: A silence longer than this between two frames ends a burst of playback.
+#: How long one written frame plays.
+FRAME_SECONDS = 0.020
+#: A silence longer than this between two frames is not a pacing interval.
 IDLE_GAP_SECONDS = 0.060
 #: How long after an interruption stale frames are still looked for.
 BARGE_IN_WINDOW_SECONDS = 0.200
@@ -64,10 +67,10 @@ class CallStats:
     _captures: deque = field(default_factory=deque)  # (uplink stream end, captured at)
     _unmatched_sends: deque = field(default_factory=deque)  # (caller stream end, sent at)
 
-    def audio_received(self, received_at: float, nothing_queued: bool) -> None:
-        """Agent audio arrived; if nothing was queued or playing, time its first frame."""
-        idle = nothing_queued and (self.last_write is None or received_at - self.last_write > IDLE_GAP_SECONDS)
-        if idle and self._awaiting_first_frame is None:
+    def audio_received(self, received_at: float) -> None:
+        """Agent audio arrived: the next frame written tells whether the caller was
+        hearing silence then (see ``_frame``)."""
+        if self._awaiting_first_frame is None:
             self._awaiting_first_frame = received_at
 
     def interrupted(self, received_at: float, boundary: int) -> None:
@@ -107,16 +110,18 @@ class CallStats:
 
     def _frame(self, position: int, written: float) -> None:
         self.frames_written += 1
-        if self.last_write is not None:
-            gap = written - self.last_write
+        previous, self.last_write = self.last_write, written
+        if previous is not None:
+            gap = written - previous
             if gap <= IDLE_GAP_SECONDS:
                 self.frame_intervals_ms[round(gap * 1000)] += 1
-        self.last_write = written
-        if self._awaiting_first_frame is not None and written >= self._awaiting_first_frame:
-            self._add(self.downlink_latencies, written - self._awaiting_first_frame)
-            if len(self.downlink_first_frames) < MAX_TIMESTAMPS:
-                self.downlink_first_frames.append(written)
+        received = self._awaiting_first_frame
+        if received is not None and written >= received:
             self._awaiting_first_frame = None
+            if previous is None or previous + FRAME_SECONDS <= received:
+                self._add(self.downlink_latencies, written - received)
+                if len(self.downlink_first_frames) < MAX_TIMESTAMPS:
+                    self.downlink_first_frames.append(written)
         for pending in self._pending:
             if written < pending.received_at:
                 pending.frames_before += 1  # reported after the interruption was

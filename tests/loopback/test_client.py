@@ -6,11 +6,14 @@ import asyncio
 import json
 import logging
 import re
+import shutil
+import ssl
+import subprocess
 import time
 
 import pytest
 
-from pyconvai.client import ConnectFailed, ConnectionEnded, open_connection
+from pyconvai.client import ConnectFailed, ConnectionEnded, default_tls_context, open_connection
 from pyconvai.sim import AgentScript
 
 from loopback_helpers import API_KEY
@@ -195,3 +198,37 @@ def test_websocket_handshake_timeout_is_bounded():
         asyncio.run(asyncio.wait_for(main(), 10))
     assert time.monotonic() - started < 0.3 * 2 + 0.25 + 0.5
     assert info.value.reason == "websocket handshake: timed out after 0.3 s"
+
+
+def self_signed(tmp_path) -> tuple[str, str]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not available")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=30,
+    )
+    return str(cert), str(key)
+
+
+def test_tls_is_verified_against_one_shared_system_context(make_sim, tmp_path):
+    cert, key = self_signed(tmp_path)
+    sim = make_sim(tls_cert=cert, tls_key=key)
+    assert sim.signed_url_endpoint.startswith("https://")
+    shared = default_tls_context()
+    assert shared is default_tls_context()  # built once, for every call
+    assert shared.verify_mode == ssl.CERT_REQUIRED and shared.check_hostname
+
+    async def main(**kw):
+        conn = await connect(sim.signed_url_endpoint, attempts=1, **kw)
+        msg = await first_message(conn)
+        await conn.close()
+        return msg
+
+    with pytest.raises(ConnectFailed) as failed:  # a certificate the system does not trust
+        asyncio.run(main())
+    assert "CERTIFICATE_VERIFY_FAILED" in failed.value.reason, failed.value.reason
+    trusted = ssl.create_default_context(cafile=cert)  # the administrator's own CA: still verifying
+    assert asyncio.run(main(ssl_context=trusted))["type"] == "conversation_initiation_metadata"

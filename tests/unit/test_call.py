@@ -8,7 +8,7 @@ import pytest
 from pyconvai.call import CONTROL_END, CONTROL_FORMATS, CONTROL_STARTED, Call, end_reason
 from pyconvai.protocol import AudioFormat
 from pyconvai.ring import Ring
-from pyconvai.session import ConversationStarted, EndStatus, FormatsNegotiated, SessionEnded
+from pyconvai.session import AgentAudioQueued, ConversationStarted, EndStatus, FormatsNegotiated, SessionEnded
 
 ULAW = AudioFormat("ulaw", 8000)
 
@@ -60,6 +60,41 @@ def test_playback_keeps_the_ring_a_few_frames_ahead_and_a_flush_empties_it(bridg
     assert rings["downlink"].used == 3 * 160
     call.session.playback.interrupt(2)  # the flush hook discards the ring under the queue's lock
     assert rings["downlink"].used == 0 and call.session.playback.queued_frames == 0
+
+
+def test_audio_reaching_an_empty_ring_fills_it_and_wakes_the_channel_thread(bridge):
+    call, rings, wake, *_ = bridge
+    call._on_event(FormatsNegotiated(ULAW, ULAW))
+    os.eventfd_read(wake)  # the formats record's wake
+    call.session.playback.configure(ULAW)
+    call.session.playback.add(bytes(160 * 2), 1)
+    call._on_event(AgentAudioQueued(1, 320, 1.0))
+    assert rings["downlink"].used == 2 * 160
+    assert os.eventfd_read(wake) == 1
+    call.session.playback.add(bytes(160 * 5), 1)
+    call._on_event(AgentAudioQueued(1, 800, 1.1))  # the ring was not empty: topped up, no wake
+    assert rings["downlink"].used == 3 * 160
+    os.set_blocking(wake, False)
+    with pytest.raises(BlockingIOError):
+        os.eventfd_read(wake)
+
+
+def test_an_underrun_is_a_dry_ring_with_audio_waiting_but_not_the_start_after_a_flush(bridge):
+    call, rings, *_ = bridge
+    call._on_event(FormatsNegotiated(ULAW, ULAW))
+    playback = call.session.playback
+    playback.configure(ULAW)
+    playback.add(bytes(160 * 3), 1)
+    call.playback_tick()
+    rings["downlink"].pop_exact(3 * 160)  # the channel thread played everything
+    playback.add(bytes(160 * 3), 1)  # audio waited while the ring ran dry
+    call.playback_tick()
+    assert call.underruns == 1
+    playback.interrupt(2)
+    playback.add(bytes(160 * 3), 2)  # the reply, queued before the next tick
+    call.playback_tick()
+    assert call.underruns == 1
+    assert rings["downlink"].used == 3 * 160
 
 
 def test_caller_audio_goes_from_the_uplink_ring_to_the_session(bridge):
