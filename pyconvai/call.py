@@ -26,6 +26,7 @@ import struct
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 
 import orjson
@@ -69,6 +70,18 @@ def end_reason(ended: SessionEnded) -> str:
     if ended.close_reason and ended.close_reason not in ended.reason:
         detail += f" {ended.close_reason}"
     return f"{ended.reason} ({detail})"
+
+
+def _weakly(method: Callable[[object], None]) -> Callable[[object], None]:
+    """``method``, without keeping its object alive."""
+    ref = weakref.WeakMethod(method)
+
+    def call(event: object) -> None:
+        bound = ref()
+        if bound is not None:
+            bound(event)
+
+    return call
 
 
 def ami_value(text: object) -> str:
@@ -117,7 +130,9 @@ class Call:
         self._drained = False
         try:
             self.limits = call_limits(settings)
-            self.session: Session | None = Session(session_settings(settings), listener=self._on_event)
+            # Through a weak reference: a call must be freed (with its rings) as soon as it
+            # ends, by reference counting, not at the cycle collector's next full pass.
+            self.session: Session | None = Session(session_settings(settings), listener=_weakly(self._on_event))
         except SettingsError as exc:
             self.session = None
             log.error("%s: unusable settings for agent %s: %s", self.channel, self.agent, exc)

@@ -20,7 +20,7 @@ class Ring:
     def __init__(self, pointer) -> None:
         # The cdata owns one ring reference; ffi.gc drops it on collection.
         self._ring = ffi.gc(pointer, lib.convai_ring_unref)
-        self._scratch = ffi.new("unsigned char[]", 65536)
+        self._scratch = None  # the consumer's copy buffer, grown on demand (producers need none)
 
     @classmethod
     def allocate(cls, capacity: int) -> "Ring":
@@ -61,18 +61,24 @@ class Ring:
 
     def pop(self, max_bytes: int = 65536) -> bytes:
         """Consumer: take up to ``max_bytes`` (b"" when empty)."""
-        if max_bytes > len(self._scratch):
-            self._scratch = ffi.new("unsigned char[]", max_bytes)
-        count = lib.convai_ring_pop(self._ring, self._scratch, max_bytes)
-        return ffi.buffer(self._scratch, count)[:]
+        size = min(max_bytes, lib.convai_ring_used(self._ring))
+        if not size:
+            return b""
+        scratch = self._scratch_of(size)
+        count = lib.convai_ring_pop(self._ring, scratch, size)
+        return ffi.buffer(scratch, count)[:]
 
     def pop_exact(self, size: int) -> bytes | None:
         """Consumer: take exactly ``size`` bytes, or None if fewer are queued."""
-        if size > len(self._scratch):
-            self._scratch = ffi.new("unsigned char[]", size)
-        if lib.convai_ring_pop_exact(self._ring, self._scratch, size):
+        scratch = self._scratch_of(size)
+        if lib.convai_ring_pop_exact(self._ring, scratch, size):
             return None
-        return ffi.buffer(self._scratch, size)[:]
+        return ffi.buffer(scratch, size)[:]
+
+    def _scratch_of(self, size: int):
+        if self._scratch is None or size > len(self._scratch):
+            self._scratch = ffi.new("unsigned char[]", max(4096, 1 << (size - 1).bit_length()))
+        return self._scratch
 
     def discard(self) -> int:
         """Producer: drop everything queued now (barge-in); returns bytes dropped."""

@@ -150,6 +150,11 @@ class Runtime:
         asyncio.set_event_loop(self.loop)
         try:
             self.loop.run_forever()
+            # Stopped: what is left (the pump, calls that outlived stop()) is cancelled and let finish.
+            pending = asyncio.all_tasks(self.loop)
+            for task in pending:
+                task.cancel()
+            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         finally:
             log.debug("pyconvai: event loop stopped")
 

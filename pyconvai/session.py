@@ -35,6 +35,7 @@ import logging
 import ssl
 import threading
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping
@@ -248,7 +249,9 @@ class _Log(logging.LoggerAdapter):
     """
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        session: Session = self.extra["session"]  # type: ignore[index]
+        session: Session | None = self.extra["session"]()  # type: ignore[index]
+        if session is None:
+            return msg, kwargs
         who = session.settings.agent_name or session.settings.agent_id
         if session.conversation_id:
             who = f"{who} {session.conversation_id}"
@@ -270,7 +273,7 @@ class Session:
         self.output_format: AudioFormat | None = None
         self.end_call_requested = False
         self._listener = listener
-        self._log = _Log(log, {"session": self})
+        self._log = _Log(log, {"session": weakref.ref(self)})  # no cycle: freed when the call ends
         self._protocol = ConvaiProtocol()
         self._state = SessionState.CONNECTING
         self._handoff = threading.Lock()  # orders hangup() against run() picking its loop
@@ -681,6 +684,10 @@ class Session:
                 await asyncio.wait_for(conn.close(1000, "conversation ended"), bound)
             except (TimeoutError, OSError) as exc:
                 self._log.debug("close failed: %r", exc)
+        # A finished task keeps its exception, whose traceback holds a frame holding this
+        # session: drop them so that the session is freed when the call ends, not by the
+        # cycle collector.
+        self._connect_task = self._writer = self._goodbye_task = self._close_task = None
 
     # --- helpers ------------------------------------------------------------------
 
