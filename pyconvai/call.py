@@ -139,6 +139,7 @@ class Call:
             self._finish(SessionEnded(EndStatus.CONFIG_ERROR, str(exc), None))
             return
         self.session.playback.set_flush_hook(self.downlink.discard)
+        self.session.playback.set_consumer_empty(lambda downlink=self.downlink: downlink.used == 0)
 
     @property
     def conversation_id(self) -> str | None:
@@ -183,8 +184,9 @@ class Call:
 
     def _on_event(self, event: object) -> None:
         match event:
-            case AgentAudioQueued(received_at=received_at):
-                self.stats.audio_received(received_at)
+            case AgentAudioQueued(received_at=received_at, after_silence=after_silence):
+                if after_silence:
+                    self.stats.audio_after_silence(received_at)
                 self._top_up()
             case CallerAudioSent(stream_end=stream_end, sent_at=sent_at):
                 self.stats.caller_audio_sent(stream_end, sent_at)

@@ -22,6 +22,7 @@ event_id is strictly below M; audio with event_id == M is the new reply.
 
 from __future__ import annotations
 
+import enum
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -29,9 +30,17 @@ from typing import Callable
 
 from .protocol import AudioFormat
 
-__all__ = ["PlaybackCounters", "PlaybackQueue", "FRAME_MS"]
+__all__ = ["Added", "PlaybackCounters", "PlaybackQueue", "FRAME_MS"]
 
 FRAME_MS = 20
+
+
+class Added(enum.IntEnum):
+    """What :meth:`PlaybackQueue.add` did with a chunk (false only when dropped)."""
+
+    STALE = 0  # older than the last interruption: dropped
+    QUEUED = 1
+    AFTER_SILENCE = 2  # queued when nothing was left to play, here or in the consumer
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +68,7 @@ class PlaybackQueue:
         self._stream_id: int | None = None
         self._min_event_id = 0
         self._flush_hook: Callable[[], None] | None = None
+        self._consumer_empty: Callable[[], bool] = lambda: True
         self._frames_in = 0
         self._frames_out = 0
         self._frames_flushed = 0
@@ -80,20 +90,23 @@ class PlaybackQueue:
             for audio, event_id in early:
                 self._append(audio, event_id)
 
-    def add(self, audio: bytes, event_id: int | None) -> bool:
-        """Queue agent audio; False (and counted) when event_id is older than the last interruption.
+    def add(self, audio: bytes, event_id: int | None) -> Added:
+        """Queue agent audio; STALE (false, and counted) when event_id is older than the last
+        interruption. ``event_id`` None (legacy audio shape) is never stale.
 
-        ``event_id`` None (legacy audio shape) is never stale.
+        AFTER_SILENCE is decided under the lock, where no frame can move to the consumer:
+        exact, with no race against the playback thread.
         """
         with self._lock:
             if event_id is not None and event_id < self._min_event_id:
                 self._dropped_stale += 1
-                return False
+                return Added.STALE
+            silent = not self._frames and not self._early and self._consumer_empty()
             if self._format is None:
                 self._early.append((audio, event_id))
             else:
                 self._append(audio, event_id)
-            return True
+            return Added.AFTER_SILENCE if silent else Added.QUEUED
 
     def interrupt(self, event_id: int | None) -> int:
         """Flush everything queued, raise the gate to ``event_id``; return complete frames dropped.
@@ -132,6 +145,12 @@ class PlaybackQueue:
         """Install the callable run (under the lock) on every interrupt, e.g. the ring's discard."""
         with self._lock:
             self._flush_hook = hook
+
+    def set_consumer_empty(self, probe: Callable[[], bool]) -> None:
+        """Install the callable telling (under the lock) whether the frames already handed
+        on by ``transfer`` have all been played, e.g. the ring is empty."""
+        with self._lock:
+            self._consumer_empty = probe
 
     # --- consumer side (playback timing thread) -----------------------------------
 

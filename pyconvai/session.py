@@ -42,7 +42,7 @@ from typing import Any, Callable, Literal, Mapping
 
 from . import client
 from .client import ConnectFailed, Connection, ConnectionEnded
-from .playback import PlaybackQueue
+from .playback import Added, PlaybackQueue
 from .protocol import (
     AgentAudio,
     AgentResponse,
@@ -177,11 +177,13 @@ class AgentCorrection:
 
 @dataclass(frozen=True, slots=True)
 class AgentAudioQueued:
-    """Agent audio was accepted into ``playback`` (``received_at``: time.monotonic())."""
+    """Agent audio was accepted into ``playback`` (``received_at``: time.monotonic());
+    ``after_silence``: nothing was left to play when it came."""
 
     event_id: int | None
     size: int
     received_at: float
+    after_silence: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -529,11 +531,12 @@ class Session:
         self.counters.audio_bytes_in += len(audio)
         if self.counters.first_audio_seconds is None:
             self.counters.first_audio_seconds = time.monotonic() - self._started
-        if not self.playback.add(audio, event_id):
+        added = self.playback.add(audio, event_id)
+        if not added:
             self.counters.stale_chunks_dropped += 1
             self._detail("dropped stale audio event_id=%s (%d bytes)", event_id, len(audio))
         elif audio:
-            self._emit(AgentAudioQueued(event_id, len(audio), time.monotonic()))
+            self._emit(AgentAudioQueued(event_id, len(audio), time.monotonic(), added is Added.AFTER_SILENCE))
 
     def _on_client_tool_call(self, call: ClientToolCall) -> None:
         self._protocol.client_tool_result(

@@ -7,9 +7,11 @@ framehook captures, with the uplink stream's end after it. Joined with when
 Python received agent audio and interruptions and sent caller chunks, that
 gives exact figures, with no clock to align:
 
-- downlink latency: agent audio received while the caller heard nothing (the
-  last frame written had finished playing) -> the next frame written; audio
-  arriving while a frame still plays continues the stream and is no sample;
+- downlink latency: agent audio received while the caller heard nothing ->
+  its first frame written. Nothing was left to play (the playback queue and
+  the ring were empty: ``audio_after_silence``) and the last frame written
+  had finished playing; audio arriving while that frame still plays continues
+  the stream and is no sample;
 - uplink latency: caller audio captured -> the chunk holding it sent on the
   socket (timed from the chunk's last byte, so ``buffer_ms`` is not counted);
 - barge-in: interruption received -> last frame of the old response written
@@ -67,9 +69,9 @@ class CallStats:
     _captures: deque = field(default_factory=deque)  # (uplink stream end, captured at)
     _unmatched_sends: deque = field(default_factory=deque)  # (caller stream end, sent at)
 
-    def audio_received(self, received_at: float) -> None:
-        """Agent audio arrived: the next frame written tells whether the caller was
-        hearing silence then (see ``_frame``)."""
+    def audio_after_silence(self, received_at: float) -> None:
+        """Agent audio arrived with nothing left to play; the next frame written is its
+        first, and tells whether the last frame before had finished playing (``_frame``)."""
         if self._awaiting_first_frame is None:
             self._awaiting_first_frame = received_at
 

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from pyconvai.playback import PlaybackQueue
+from pyconvai.playback import Added, PlaybackQueue
 from pyconvai.protocol import AudioFormat
 
 ULAW = AudioFormat("ulaw", 8000)  # 160-byte frames
@@ -296,3 +296,19 @@ def test_concurrent_producers_and_consumers_conserve_frames():
     assert sum(got) + q.queued_frames == n_frames
     c = q.counters
     assert c.frames_in == n_frames and c.frames_out == sum(got)
+
+
+def test_add_tells_audio_that_came_to_silence_from_audio_that_continues():
+    q = queue()
+    handed_on = []  # what the consumer (the ring) still holds
+    q.set_consumer_empty(lambda: not handed_on)
+    assert q.add(b"\x01" * 480, 1) is Added.AFTER_SILENCE
+    assert q.add(b"\x01" * 160, 1) is Added.QUEUED  # frames still queued here
+    q.transfer(lambda frame: handed_on.append(frame) or True, 10)
+    assert q.add(b"\x01" * 160, 1) is Added.QUEUED  # queued in the consumer
+    handed_on.clear()
+    q.transfer(lambda frame: handed_on.append(frame) or True, 10)
+    handed_on.clear()  # everything played
+    assert q.add(b"\x01" * 160, 1) is Added.AFTER_SILENCE
+    q.interrupt(2)
+    assert q.add(b"\x01" * 160, 1) is Added.STALE and not q.add(b"", 1)

@@ -15,13 +15,13 @@ def playing(first_position: int, start: float, count: int, step: float = 0.020) 
 
 def test_downlink_latency_from_audio_received_to_first_frame_written():
     stats = CallStats()
-    stats.audio_received(10.000)
+    stats.audio_after_silence(10.000)
     stats.records(playing(0, 10.012, 5))  # frames at 10.012 .. 10.092
     assert [round(x, 6) for x in stats.downlink_latencies] == [0.012]
-    stats.audio_received(10.050)  # more audio while a frame plays: the stream goes on, no sample
+    stats.audio_after_silence(10.050)  # the ring ran dry, but a frame still plays: the stream goes on
     stats.records(playing(5 * FRAME, 10.112, 3))
     assert len(stats.downlink_latencies) == 1
-    stats.audio_received(20.000)  # after silence: a new sample
+    stats.audio_after_silence(20.000)  # after silence: a new sample
     stats.records(playing(8 * FRAME, 20.030, 2))
     assert [round(x, 6) for x in stats.downlink_latencies] == [0.012, 0.030]
     assert [round(x, 6) for x in stats.downlink_first_frames] == [10.012, 20.030]
@@ -30,13 +30,13 @@ def test_downlink_latency_from_audio_received_to_first_frame_written():
 def test_audio_arriving_while_the_last_frame_still_plays_is_no_latency_sample():
     stats = CallStats()
     stats.records(playing(0, 1.000, 3))  # the last frame, written at 1.040, plays until 1.060
-    stats.audio_received(1.055)
+    stats.audio_after_silence(1.055)
     stats.records(playing(3 * FRAME, 1.060, 2))  # written in step: the caller hears no gap
     assert stats.downlink_latencies == []
-    stats.audio_received(1.090)  # the frame written at 1.080 plays until 1.100
+    stats.audio_after_silence(1.090)  # the frame written at 1.080 plays until 1.100
     stats.records(playing(5 * FRAME, 1.101, 1))
     assert stats.downlink_latencies == []
-    stats.audio_received(1.200)
+    stats.audio_after_silence(1.200)
     stats.records(playing(6 * FRAME, 1.2004, 1))
     assert [round(x, 6) for x in stats.downlink_latencies] == [0.0004]
 
