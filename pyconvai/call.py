@@ -50,8 +50,10 @@ from .stats import CallStats
 log = logging.getLogger("pyconvai.call")
 
 FRAME_MS = 20
-#: Frames kept in the downlink ring ahead of the channel thread.
-FRAMES_AHEAD = 3
+#: Frames kept in the downlink ring ahead of the channel thread: 500 ms, so that the
+#: channel thread never runs dry while Python waits for the GIL or a CPU under load.
+#: A deep lead costs nothing at a barge-in: the flush discards the ring too.
+FRAMES_AHEAD = 25
 #: Longest play-out of queued audio after the agent ended the call, beyond its length.
 DRAIN_SLACK_SECONDS = 1.0
 

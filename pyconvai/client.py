@@ -47,6 +47,7 @@ __all__ = [
     "open_connection",
     "public_url",
     "redact_url",
+    "set_wire_debug",
 ]
 
 log = logging.getLogger("pyconvai.client")
@@ -98,6 +99,16 @@ class _RedactingFilter(logging.Filter):
 
 _wire_log = logging.getLogger("pyconvai.client.websockets")
 _wire_log.addFilter(_RedactingFilter())
+_wire_log.setLevel(logging.INFO)  # frame by frame only under "elevenlabs debug on": see set_wire_debug
+
+
+def set_wire_debug(on: bool) -> None:
+    """Log every WebSocket frame of the connections opened from now on (redacted).
+
+    websockets decides per connection, when it opens, whether to build debug
+    records; without this they would be built for every frame of every call
+    and thrown away by the host handler."""
+    _wire_log.setLevel(logging.DEBUG if on else logging.INFO)
 
 
 def _redact_param(item: str) -> str:

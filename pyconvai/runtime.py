@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
+from . import client
 from .call import Call
 from .stats import Totals
 
@@ -214,6 +215,7 @@ def stop(timeout: float) -> bool:
 
 def set_debug(on: bool) -> None:
     HostLogHandler.debug_all = bool(on)
+    client.set_wire_debug(bool(on))
 
 
 def start_call(settings: Mapping[str, str], uplink: int, downlink: int, control: int, clock: int,

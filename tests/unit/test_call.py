@@ -5,7 +5,7 @@ import struct
 
 import pytest
 
-from pyconvai.call import CONTROL_END, CONTROL_FORMATS, CONTROL_STARTED, Call, end_reason
+from pyconvai.call import CONTROL_END, CONTROL_FORMATS, CONTROL_STARTED, FRAMES_AHEAD, Call, end_reason
 from pyconvai.protocol import AudioFormat
 from pyconvai.ring import Ring
 from pyconvai.session import AgentAudioQueued, ConversationStarted, EndStatus, FormatsNegotiated, SessionEnded
@@ -48,16 +48,16 @@ def test_formats_and_start_become_control_records_and_wake_the_channel(bridge):
     assert call.frame_bytes == 640 and call.input_frame_bytes == 160
 
 
-def test_playback_keeps_the_ring_a_few_frames_ahead_and_a_flush_empties_it(bridge):
+def test_playback_keeps_the_ring_frames_ahead_and_a_flush_empties_it(bridge):
     call, rings, *_ = bridge
     call._on_event(FormatsNegotiated(ULAW, ULAW))
     call.session.playback.configure(ULAW)
-    call.session.playback.add(bytes(160 * 10), 1)
+    call.session.playback.add(bytes(160 * (FRAMES_AHEAD + 5)), 1)
     call.playback_tick()
-    assert rings["downlink"].used == 3 * 160
+    assert rings["downlink"].used == FRAMES_AHEAD * 160
     assert rings["downlink"].pop_exact(160) is not None
     call.playback_tick()
-    assert rings["downlink"].used == 3 * 160
+    assert rings["downlink"].used == FRAMES_AHEAD * 160
     call.session.playback.interrupt(2)  # the flush hook discards the ring under the queue's lock
     assert rings["downlink"].used == 0 and call.session.playback.queued_frames == 0
 
@@ -68,12 +68,12 @@ def test_audio_reaching_an_empty_ring_fills_it_and_wakes_the_channel_thread(brid
     os.eventfd_read(wake)  # the formats record's wake
     call.session.playback.configure(ULAW)
     call.session.playback.add(bytes(160 * 2), 1)
-    call._on_event(AgentAudioQueued(1, 320, 1.0))
+    call._on_event(AgentAudioQueued(1, 320, 1.0, True))
     assert rings["downlink"].used == 2 * 160
     assert os.eventfd_read(wake) == 1
-    call.session.playback.add(bytes(160 * 5), 1)
-    call._on_event(AgentAudioQueued(1, 800, 1.1))  # the ring was not empty: topped up, no wake
-    assert rings["downlink"].used == 3 * 160
+    call.session.playback.add(bytes(160 * FRAMES_AHEAD), 1)
+    call._on_event(AgentAudioQueued(1, 160 * FRAMES_AHEAD, 1.1))  # the ring was not empty: topped up, no wake
+    assert rings["downlink"].used == FRAMES_AHEAD * 160
     os.set_blocking(wake, False)
     with pytest.raises(BlockingIOError):
         os.eventfd_read(wake)
