@@ -1370,6 +1370,11 @@ static int convai_call_open(struct convai_call *call)
 	if (!call->uplink || !call->downlink || !call->control || !call->clock) {
 		return -1;
 	}
+	/* Python sleeps until the framehook has captured a whole chunk (no polling). */
+	if (convai_ring_open_doorbell(call->uplink) < 0) {
+		ast_log(LOG_WARNING, "%s: eventfd failed: %s; caller audio is polled instead\n",
+			ast_channel_name(call->chan), strerror(errno));
+	}
 	call->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (call->wake_fd < 0) {
 		ast_log(LOG_ERROR, "%s: eventfd failed: %s\n", ast_channel_name(call->chan), strerror(errno));

@@ -20,6 +20,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "ring.h"
 
@@ -33,6 +35,10 @@ struct convai_ring {
 	_Atomic uint64_t popped;
 	_Atomic uint64_t overflowed;
 	_Atomic uint64_t discarded;
+	/*! eventfd the producer writes once notify_level bytes are queued; -1 for none. */
+	int doorbell;
+	/*! Set by the consumer, taken (reset to SIZE_MAX) by the producer that rings. */
+	_Atomic size_t notify_level;
 	unsigned char data[];
 };
 
@@ -52,8 +58,10 @@ struct convai_ring *convai_ring_alloc(size_t capacity)
 		return NULL;
 	}
 	atomic_init(&ring->refcount, 1);
+	atomic_init(&ring->notify_level, SIZE_MAX);
 	ring->capacity = size;
 	ring->mask = size - 1;
+	ring->doorbell = -1;
 	return ring;
 }
 
@@ -68,6 +76,9 @@ void convai_ring_unref(struct convai_ring *ring)
 		return;
 	}
 	if (atomic_fetch_sub_explicit(&ring->refcount, 1, memory_order_acq_rel) == 1) {
+		if (ring->doorbell >= 0) {
+			close(ring->doorbell);
+		}
 		free(ring);
 	}
 }
@@ -111,12 +122,29 @@ static void ring_copy_out(const struct convai_ring *ring, uint64_t at, unsigned 
 	memcpy(dst + first, ring->data, len - first);
 }
 
+/*! \internal \brief Producer: ring the doorbell if the consumer's level is reached; once per level. */
+static void ring_doorbell_check(struct convai_ring *ring)
+{
+	size_t level = atomic_load_explicit(&ring->notify_level, memory_order_acquire);
+
+	if (level == SIZE_MAX || convai_ring_used(ring) < level) {
+		return;
+	}
+	if (atomic_compare_exchange_strong_explicit(&ring->notify_level, &level, SIZE_MAX,
+			memory_order_acq_rel, memory_order_acquire)) {
+		eventfd_write(ring->doorbell, 1);
+	}
+}
+
 /*! \internal \brief Producer: publish \a len bytes already known to fit at head. */
 static void ring_publish(struct convai_ring *ring, uint64_t head, const void *data, size_t len)
 {
 	ring_copy_in(ring, head, data, len);
 	atomic_store_explicit(&ring->head, head + len, memory_order_release);
 	atomic_fetch_add_explicit(&ring->pushed, len, memory_order_relaxed);
+	if (ring->doorbell >= 0) {
+		ring_doorbell_check(ring);
+	}
 }
 
 int convai_ring_push(struct convai_ring *ring, const void *data, size_t len)
@@ -254,4 +282,22 @@ uint64_t convai_ring_overflowed(const struct convai_ring *ring)
 uint64_t convai_ring_discarded(const struct convai_ring *ring)
 {
 	return atomic_load_explicit(&ring->discarded, memory_order_relaxed);
+}
+
+int convai_ring_open_doorbell(struct convai_ring *ring)
+{
+	if (ring->doorbell < 0) {
+		ring->doorbell = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	}
+	return ring->doorbell;
+}
+
+int convai_ring_doorbell(const struct convai_ring *ring)
+{
+	return ring->doorbell;
+}
+
+void convai_ring_notify_at(struct convai_ring *ring, size_t level)
+{
+	atomic_store_explicit(&ring->notify_level, level ? level : 1, memory_order_release);
 }

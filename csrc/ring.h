@@ -94,4 +94,24 @@ uint64_t convai_ring_popped(const struct convai_ring *ring);
 uint64_t convai_ring_overflowed(const struct convai_ring *ring);
 uint64_t convai_ring_discarded(const struct convai_ring *ring);
 
+/*!
+ * \brief Give the ring a doorbell: an eventfd (non-blocking) that the producer
+ * writes when the consumer's notify level is reached, so that the consumer
+ * can sleep in poll() instead of polling the ring. Call before sharing the
+ * ring; the ring closes the eventfd when it is freed.
+ * \return the eventfd, or -1 on failure (the ring then works without one)
+ */
+int convai_ring_open_doorbell(struct convai_ring *ring);
+
+/*! \brief The doorbell's eventfd, or -1 (any thread; the consumer dups it to poll it). */
+int convai_ring_doorbell(const struct convai_ring *ring);
+
+/*!
+ * \brief Consumer: ring the doorbell once, when \a level bytes are queued
+ * (SIZE_MAX: never). The producer checks after each push, so a level already
+ * reached when this is called rings only at the next push: check
+ * convai_ring_used() after setting it.
+ */
+void convai_ring_notify_at(struct convai_ring *ring, size_t level);
+
 #endif /* CONVAI_RING_H */

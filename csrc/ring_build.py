@@ -21,6 +21,9 @@ ffibuilder.cdef(
     uint64_t convai_ring_popped(const struct convai_ring *ring);
     uint64_t convai_ring_overflowed(const struct convai_ring *ring);
     uint64_t convai_ring_discarded(const struct convai_ring *ring);
+    int convai_ring_open_doorbell(struct convai_ring *ring);
+    int convai_ring_doorbell(const struct convai_ring *ring);
+    void convai_ring_notify_at(struct convai_ring *ring, size_t level);
     """
 )
 ffibuilder.set_source(

@@ -111,8 +111,9 @@ class Call:
         self.downlink = Ring.attach(rings["downlink"])
         self.control = Ring.attach(rings["control"])
         self.clock = Ring.attach(rings["clock"])
-        # Our own descriptor: the module may close its copy before we are done.
+        # Our own descriptors: the module may close its copies before we are done.
         self.wake_fd = os.dup(wake_fd)
+        self.doorbell_fd = os.dup(self.uplink.doorbell) if self.uplink.doorbell >= 0 else -1
         self._schedule = schedule  # run a callable on the asyncio thread
         self._forget = forget
         self._manager_event = manager_event
@@ -174,15 +175,32 @@ class Call:
             self._finish(ended)
 
     def pump(self) -> None:
-        """Caller audio into the session; the module's clock records into the stats."""
+        """Caller audio into the session; the module's clock records into the stats.
+
+        Runs when the uplink's doorbell rings (the framehook has captured the
+        rest of the next chunk) and on the runtime's periodic sweep.
+        """
         if self.session is not None and not self.finished:
-            data = self.uplink.pop()
-            while data:
-                self.caller_bytes += len(data)
-                self.session.feed_caller_audio(data)
+            while True:
                 data = self.uplink.pop()
+                while data:
+                    self.caller_bytes += len(data)
+                    self.session.feed_caller_audio(data)
+                    data = self.uplink.pop()
+                wanted = self.session.caller_bytes_wanted
+                self.uplink.notify_at(wanted)
+                # Reached before the level was set: no ring will come for it.
+                if wanted is None or self.uplink.used < wanted:
+                    break
         self.stats.records(self.clock.pop())
         self.stats.settle(time.monotonic())
+
+    def on_doorbell(self) -> None:
+        try:
+            os.eventfd_read(self.doorbell_fd)
+        except (BlockingIOError, OSError):
+            pass
+        self.pump()
 
     def _on_event(self, event: object) -> None:
         match event:
@@ -198,6 +216,9 @@ class Call:
                 self.send_control(CONTROL_FORMATS, fmt_in.name, fmt_out.name)
             case ConversationStarted(conversation_id=conversation_id):
                 self.send_control(CONTROL_STARTED, conversation_id)
+                # Once the session has taken the early audio: move what came since and arm
+                # the doorbell for the first chunk.
+                self._schedule(self.pump)
             case InterruptionHappened(event_id=event_id, dropped_frames=dropped):
                 self.interruptions += 1
                 self.stats.interrupted(time.monotonic(), self.downlink.counters["pushed"])
@@ -303,7 +324,8 @@ class Call:
             **self.stats.ami_headers(),
         )
         self._forget(self)
-        try:
-            os.close(self.wake_fd)
-        except OSError:
-            pass
+        for fd in (self.wake_fd, self.doorbell_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass

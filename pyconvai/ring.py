@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pyconvai._ring import ffi, lib
 
+_NEVER = ffi.cast("size_t", -1)
+
 
 class Ring:
     """A reference to one ring; released when this object is collected."""
@@ -79,6 +81,19 @@ class Ring:
         if self._scratch is None or size > len(self._scratch):
             self._scratch = ffi.new("unsigned char[]", max(4096, 1 << (size - 1).bit_length()))
         return self._scratch
+
+    @property
+    def doorbell(self) -> int:
+        """The eventfd rung at the notify level (see ``notify_at``), or -1."""
+        return lib.convai_ring_doorbell(self._ring)
+
+    def open_doorbell(self) -> int:
+        """Give the ring a doorbell (the module does this for the uplink); returns its fd."""
+        return lib.convai_ring_open_doorbell(self._ring)
+
+    def notify_at(self, level: int | None) -> None:
+        """Consumer: ring the doorbell once ``level`` bytes are queued (None: never)."""
+        lib.convai_ring_notify_at(self._ring, _NEVER if level is None else level)
 
     def discard(self) -> int:
         """Producer: drop everything queued now (barge-in); returns bytes dropped."""

@@ -3,7 +3,7 @@
 Threads, once per Asterisk process:
 
 - ``pyconvai-asyncio``: one event loop for every call's WebSocket, signed-URL
-  request and caller-audio pump.
+  request and caller audio (read when the uplink ring's doorbell rings).
 - ``pyconvai-playback``: the playback timing thread; every 20 ms, on absolute
   deadlines, it keeps each call's downlink ring a few frames ahead.
 
@@ -34,6 +34,8 @@ except ImportError:  # pragma: no cover - exercised only outside Asterisk
 log = logging.getLogger("pyconvai")
 
 FRAME_SECONDS = 0.020
+#: The periodic pump; caller audio normally goes at once, on the uplink's doorbell.
+SWEEP_SECONDS = 0.100
 
 
 class HostLogHandler(logging.Handler):
@@ -89,12 +91,21 @@ class Runtime:
         self.loop.call_soon_threadsafe(self._start_call, call)
 
     def _start_call(self, call: Call) -> None:
+        if call.finished:
+            return
+        if call.doorbell_fd >= 0:
+            self.loop.add_reader(call.doorbell_fd, call.on_doorbell)
         call.task = self.loop.create_task(call.run(), name=f"call {call.channel}")
         call.task.add_done_callback(lambda t: t.cancelled() or t.exception() and log.error(
             "%s: call task failed: %r", call.channel, t.exception()))
 
     def forget(self, call: Call) -> None:
-        """A call has finished: drop it and add its figures to the totals."""
+        """A call has finished: drop it and add its figures to the totals.
+
+        On the asyncio thread, or on the channel thread for a call that never started.
+        """
+        if call.task is not None and call.doorbell_fd >= 0:
+            self.loop.remove_reader(call.doorbell_fd)
         with self.calls_lock:
             self.calls.pop(id(call), None)
             self.totals.add(call.stats, call.frames_in, call.underruns, call.interruptions,
@@ -115,11 +126,12 @@ class Runtime:
         self.loop.call_soon_threadsafe(callback)
 
     async def _pump(self) -> None:
-        """Every 20 ms: each call's caller audio into its session, clock records into its stats."""
+        """The sweep: every call's clock records into its stats, and the caller audio no
+        doorbell announces (before the conversation starts, or with no eventfd)."""
         next_tick = self.loop.time()
         while not self._stopping.is_set():
             self._for_each_call(Call.pump, "caller audio pump")
-            next_tick += FRAME_SECONDS
+            next_tick += SWEEP_SECONDS
             await asyncio.sleep(max(0.0, next_tick - self.loop.time()))
 
     def stop(self, timeout: float) -> bool:

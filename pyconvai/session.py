@@ -354,6 +354,13 @@ class Session:
         self._caller_fed += len(data)
         self._accept_caller_audio(data)
 
+    @property
+    def caller_bytes_wanted(self) -> int | None:
+        """Caller audio bytes that complete the next chunk; None while no chunk is built."""
+        if self._state is not SessionState.ACTIVE or not self._chunk_bytes:
+            return None
+        return self._chunk_bytes - len(self._caller_buf)
+
     def _accept_caller_audio(self, data: bytes) -> None:
         if self._state is SessionState.CONNECTING:
             early = self._early_caller

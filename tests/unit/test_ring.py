@@ -169,3 +169,44 @@ def test_discard_while_consuming(capacity):
 
     _run_pair(producer, consumer)
     assert all(b > a for a, b in zip(seen_after_flush, seen_after_flush[1:]))
+
+
+def test_the_doorbell_rings_once_when_the_notify_level_is_reached():
+    import os
+
+    ring = Ring.allocate(4096)
+    assert ring.doorbell == -1
+    fd = ring.open_doorbell()
+    assert fd >= 0 and ring.doorbell == fd
+    os.set_blocking(fd, False)
+    ring.push(b"x" * 100)  # no level set: silent
+    ring.notify_at(300)
+    ring.push(b"x" * 100)
+    with pytest.raises(BlockingIOError):
+        os.eventfd_read(fd)
+    ring.push(b"x" * 100)  # 300 queued
+    ring.push(b"x" * 100)  # rung once only: the level was taken
+    assert os.eventfd_read(fd) == 1
+    with pytest.raises(BlockingIOError):
+        os.eventfd_read(fd)
+    ring.pop()
+    ring.notify_at(None)
+    ring.push(b"x" * 1000)
+    with pytest.raises(BlockingIOError):
+        os.eventfd_read(fd)
+
+
+def test_the_doorbell_wakes_a_consumer_sleeping_in_poll():
+    import os
+    import select
+
+    ring = Ring.allocate(65536)
+    fd = ring.open_doorbell()
+    ring.notify_at(160 * 12)
+    producer = threading.Thread(target=lambda: [ring.push(b"\x01" * 160) for _ in range(12)])
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    producer.start()
+    assert poller.poll(2000)
+    producer.join()
+    assert ring.used >= 160 * 12
