@@ -316,7 +316,8 @@ class AgentConversation:
     async def _reply_flow(self, event_id: int) -> None:
         s = self.script
         text = s.reply_texts[min(self._turns, len(s.reply_texts)) - 1] if s.reply_texts else s.reply_text
-        data = await self._render(text, s.reply_tone_hz, s.reply_ms)
+        tone = s.reply_tones_hz[(self._turns - 1) % len(s.reply_tones_hz)] if s.reply_tones_hz else s.reply_tone_hz
+        data = await self._render(text, tone, s.reply_ms)
         await self._speak(event_id, text, data)
         if s.end_call_after_turns is not None and self._turns >= s.end_call_after_turns:
             await self._end_call()

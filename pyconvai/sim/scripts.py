@@ -35,6 +35,9 @@ class AgentScript:
     """Texts of the successive replies (the last one repeats); empty = ``reply_text`` for all."""
     reply_ms: int = 1500
     reply_tone_hz: float = 880.0
+    reply_tones_hz: tuple[float, ...] = ()
+    """Successive replies cycle through these tones (instead of ``reply_tone_hz``), so that
+    on a recording where one reply ends and the next begins is told apart."""
     goodbye_text: str = "Thank you for calling. Goodbye!"
     goodbye_ms: int = 1000
     goodbye_tone_hz: float = 660.0

@@ -19,7 +19,7 @@ FRAME_S = 0.020
 
 # Tones of the bench agent (pyconvai.sim renders each utterance as one tone).
 GREETING_HZ = 440.0
-REPLY_HZ = (880.0, 990.0)  # replies alternate (tests.bench.simproc patches the reply flow)
+REPLY_HZ = (880.0, 990.0)  # replies alternate (AgentScript.reply_tones_hz)
 STALE_HZ = 1200.0
 CALLER_HZ = 1000.0
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pyconvai.sim import AgentScript
 
-from .analysis import CallStats, RecordingCheck, floor_heard, recording_checks
+from .analysis import REPLY_HZ, CallStats, RecordingCheck, floor_heard, recording_checks
 from .bed import (
     API_KEY,
     BenchAsterisk,
@@ -39,10 +39,11 @@ CALLER_WAIT_S = 0.5
 
 def bench_script() -> AgentScript:
     """The simulated agent: a 1 s greeting, then a 1.6 s reply to every caller utterance
-    (interrupting itself when the caller speaks over it), μ-law both ways, audio sent 4x
-    faster than real time in the simulator's default chunk sizes, 3 late stale chunks
-    after each interruption."""
-    return AgentScript(**ULAW, greeting_ms=GREETING_MS, reply_ms=REPLY_MS, late_stale_chunks=3)
+    (interrupting itself when the caller speaks over it), replies alternating two tones,
+    μ-law both ways, audio sent 4x faster than real time in the simulator's default chunk
+    sizes, 3 late stale chunks after each interruption."""
+    return AgentScript(**ULAW, greeting_ms=GREETING_MS, reply_ms=REPLY_MS, late_stale_chunks=3,
+                       reply_tones_hz=REPLY_HZ)
 
 
 def machine_busy() -> tuple[int, int, int]:

@@ -57,33 +57,12 @@ def _summarise(record, detail: bool, frame_bytes: int, threshold: float) -> Conv
     return out
 
 
-REPLY_TONES_HZ = (880.0, 990.0)
-
-
-def _alternate_reply_tones() -> None:
-    """Successive replies of a conversation alternate between two tones, so that on a recording
-    the end of an interrupted reply and the start of the next one are told apart."""
-    import dataclasses
-
-    from pyconvai.sim import conversation
-
-    original = conversation.AgentConversation._reply_flow
-
-    async def reply_flow(self, event_id: int) -> None:
-        tone = REPLY_TONES_HZ[(self._turns - 1) % len(REPLY_TONES_HZ)]
-        self.script = dataclasses.replace(self.script, reply_tone_hz=tone)
-        await original(self, event_id)
-
-    conversation.AgentConversation._reply_flow = reply_flow
-
-
 def _child(conn, scripts, api_key: str) -> None:
     import logging
 
     from pyconvai.sim import SimConfig, Simulator
 
     logging.getLogger("pyconvai.sim").setLevel(logging.ERROR)  # counted in the summaries instead
-    _alternate_reply_tones()
 
     sim = Simulator(SimConfig(api_key=api_key, agents=scripts)).start()
     conn.send(("ready", sim.signed_url_endpoint))

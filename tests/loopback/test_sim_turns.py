@@ -68,3 +68,18 @@ def test_reply_after_utterance_without_barge_in() -> None:
     loud = [t for t, chunk in record.audio_chunks if audio.rms(audio.decode(chunk, "pcm_16000")) > 1000]
     reply_at = [t for t, m in record.sent if m["type"] == "agent_response"][1]
     assert reply_at >= loud[-1] + 0.28
+
+
+def test_successive_replies_cycle_through_reply_tones() -> None:
+    import base64
+
+    script = AgentScript(reply_tones_hz=(880.0, 990.0), **FAST)
+    with running(script) as sim:
+        run = talk(agent_url(sim), speaking=utterances((0.5, 0.7), (1.1, 1.3), (1.7, 1.9)), hangup_after=2.3)
+    replies = [m["agent_response_event"]["event_id"] for m in run.of_type("agent_response")][1:]
+    tones = []
+    for event_id in replies:
+        pcm = b"".join(base64.b64decode(m["audio_event"]["audio_base_64"]) for m in run.of_type("audio")
+                       if m["audio_event"]["event_id"] == event_id)
+        tones.append(max((880.0, 990.0), key=lambda hz: audio.goertzel_power(pcm, 16000, hz)))
+    assert tones == [880.0, 990.0, 880.0]
