@@ -216,6 +216,7 @@ def start() -> None:
         root.propagate = False
     root.setLevel(logging.DEBUG)
     threading.excepthook = _log_thread_exception
+    client.default_tls_context()  # built now, not during the first call
     _runtime = Runtime()
     _runtime.start()
 
