@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
 
 from pyconvai import audio
 from pyconvai.session import Session, SessionEnded, SessionSettings
@@ -83,3 +88,17 @@ def dominant_tone(frames: list[bytes], fmt: str, candidates: tuple[float, ...]) 
     pcm = audio.decode(b"".join(frames), fmt)
     rate = audio.sample_rate(fmt)
     return max(candidates, key=lambda hz: audio.goertzel_power(pcm, rate, hz))
+
+
+def self_signed_cert(directory: Path) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key (PEM paths); skips the test without openssl."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not available")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=30,
+    )
+    return str(cert), str(key)

@@ -6,9 +6,7 @@ import asyncio
 import json
 import logging
 import re
-import shutil
 import ssl
-import subprocess
 import time
 
 import pytest
@@ -16,7 +14,7 @@ import pytest
 from pyconvai.client import ConnectFailed, ConnectionEnded, default_tls_context, open_connection
 from pyconvai.sim import AgentScript
 
-from loopback_helpers import API_KEY
+from loopback_helpers import API_KEY, self_signed_cert
 
 
 def connect(endpoint: str, agent_id: str = "agent_a", api_key: str | None = API_KEY, **kw):
@@ -200,21 +198,8 @@ def test_websocket_handshake_timeout_is_bounded():
     assert info.value.reason == "websocket handshake: timed out after 0.3 s"
 
 
-def self_signed(tmp_path) -> tuple[str, str]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl CLI not available")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=30,
-    )
-    return str(cert), str(key)
-
-
 def test_tls_is_verified_against_one_shared_system_context(make_sim, tmp_path):
-    cert, key = self_signed(tmp_path)
+    cert, key = self_signed_cert(tmp_path)
     sim = make_sim(tls_cert=cert, tls_key=key)
     assert sim.signed_url_endpoint.startswith("https://")
     shared = default_tls_context()

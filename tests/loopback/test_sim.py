@@ -22,6 +22,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from loopback_helpers import self_signed_cert
+
 from pyconvai import audio
 from pyconvai.sim import PRESETS, AgentScript, SimConfig, Simulator
 from pyconvai.sim.voice import LARGE_FRAME_BYTES, Vad, split
@@ -496,17 +498,9 @@ def test_log_file_has_traffic_without_audio(tmp_path: Path) -> None:
 
 
 def test_tls(tmp_path: Path) -> None:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl CLI not available")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=30,
-    )
-    context = ssl.create_default_context(cafile=str(cert))
-    with running(AgentScript(**FAST), tls_cert=str(cert), tls_key=str(key)) as sim:
+    cert, key = self_signed_cert(tmp_path)
+    context = ssl.create_default_context(cafile=cert)
+    with running(AgentScript(**FAST), tls_cert=cert, tls_key=key) as sim:
         assert sim.signed_url_endpoint.startswith("https://") and sim.ws_url.startswith("wss://")
         with pytest.raises(httpx.ConnectError):
             httpx.get(sim.signed_url_endpoint, params={"agent_id": AGENT}, headers=KEY, timeout=3)
