@@ -5,7 +5,7 @@ Threads, once per Asterisk process:
 - ``pyconvai-asyncio``: one event loop for every call's WebSocket, signed-URL
   request and caller audio (read when the uplink ring's doorbell rings).
 - ``pyconvai-playback``: the playback timing thread; every 20 ms, on absolute
-  deadlines, it keeps each call's downlink ring a few frames ahead.
+  deadlines, it keeps each call's downlink ring 500 ms ahead.
 
 The module's threads (load, CLI, PBX channel threads) call the functions at the
 bottom of this file with the GIL taken by embed.c and no channel lock held;
