@@ -69,10 +69,10 @@
 #define CONVAI_MAX_CATCHUP_FRAMES 3
 /*! Two seconds of the largest format, caller -> Python. */
 #define CONVAI_UPLINK_BYTES (64 * 1024 * 4)
-/*! Downlink holds only a few frames; Python keeps it topped up. */
+/*! Python keeps 500 ms queued here: 48000 bytes at 48 kHz, the largest format. */
 #define CONVAI_DOWNLINK_BYTES (64 * 1024)
 #define CONVAI_CONTROL_BYTES (64 * 1024)
-/*! Clock records of about 20 s of frames; Python drains them every 20 ms. */
+/*! Clock records of about 20 s of frames; Python drains them on every uplink chunk, at least every 100 ms. */
 #define CONVAI_CLOCK_BYTES (64 * 1024)
 #define CONVAI_CONTROL_MAX_PAYLOAD 8192
 /*! How long Python may stay silent after start before the call is failed. */
@@ -1372,7 +1372,7 @@ static int convai_call_open(struct convai_call *call)
 	}
 	/* Python sleeps until the framehook has captured a whole chunk (no polling). */
 	if (convai_ring_open_doorbell(call->uplink) < 0) {
-		ast_log(LOG_WARNING, "%s: eventfd failed: %s; caller audio is polled instead\n",
+		ast_log(LOG_WARNING, "%s: eventfd failed: %s; caller audio is polled every 100 ms instead\n",
 			ast_channel_name(call->chan), strerror(errno));
 	}
 	call->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

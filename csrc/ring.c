@@ -143,6 +143,9 @@ static void ring_publish(struct convai_ring *ring, uint64_t head, const void *da
 	atomic_store_explicit(&ring->head, head + len, memory_order_release);
 	atomic_fetch_add_explicit(&ring->pushed, len, memory_order_relaxed);
 	if (ring->doorbell >= 0) {
+		/* Store head, then load the level; the consumer stores the level, then loads
+		 * head: without a full fence on both sides each could miss the other. */
+		atomic_thread_fence(memory_order_seq_cst);
 		ring_doorbell_check(ring);
 	}
 }
@@ -300,4 +303,5 @@ int convai_ring_doorbell(const struct convai_ring *ring)
 void convai_ring_notify_at(struct convai_ring *ring, size_t level)
 {
 	atomic_store_explicit(&ring->notify_level, level ? level : 1, memory_order_release);
+	atomic_thread_fence(memory_order_seq_cst);  /* pairs with ring_publish() */
 }

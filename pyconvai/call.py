@@ -118,6 +118,7 @@ class Call:
         self._forget = forget
         self._manager_event = manager_event
         self._control_lock = threading.Lock()
+        self._fd_lock = threading.Lock()  # wake_fd's writes against its close
         self.stats = CallStats()
         self.started_at = time.monotonic()
         self.frame_bytes = 0
@@ -174,6 +175,16 @@ class Call:
         else:
             self._finish(ended)
 
+    def task_done(self, task: asyncio.Task[None]) -> None:
+        """run() is over; if it failed or was cancelled before finishing the call, finish it
+        here, so that the channel thread is told and the call is forgotten."""
+        if self.finished:
+            return
+        reason = "cancelled" if task.cancelled() else f"internal error: {task.exception()!r}"
+        if not task.cancelled():
+            log.error("%s: call task failed: %r", self.channel, task.exception())
+        self._finish(SessionEnded(EndStatus.FAILED, reason, self.conversation_id))
+
     def pump(self) -> None:
         """Caller audio into the session; the module's clock records into the stats.
 
@@ -196,11 +207,15 @@ class Call:
         self.stats.settle(time.monotonic())
 
     def on_doorbell(self) -> None:
+        """The uplink's doorbell rang (asyncio thread, reader callback)."""
         try:
             os.eventfd_read(self.doorbell_fd)
-        except (BlockingIOError, OSError):
+        except OSError:  # EAGAIN: a spare wake-up
             pass
-        self.pump()
+        try:
+            self.pump()
+        except Exception:  # noqa: BLE001 - logged; the sweep keeps the call going
+            log.exception("%s: caller audio pump failed", self.channel)
 
     def _on_event(self, event: object) -> None:
         match event:
@@ -290,11 +305,18 @@ class Call:
             self._wake()
 
     def _wake(self) -> None:
-        """Wake the channel thread (control records, or audio to start playing)."""
-        try:
-            os.write(self.wake_fd, (1).to_bytes(8, sys.byteorder))
-        except OSError as exc:  # EAGAIN: the counter is saturated, the module is awake anyway
-            log.debug("%s: wake failed: %s", self.channel, exc)
+        """Wake the channel thread (control records, or audio to start playing).
+
+        Under ``_fd_lock``: the playback thread may get here while the asyncio
+        thread finishes the call, and a closed descriptor's number may already
+        belong to another socket."""
+        with self._fd_lock:
+            if self.wake_fd < 0:
+                return
+            try:
+                os.write(self.wake_fd, (1).to_bytes(8, sys.byteorder))
+            except OSError as exc:  # EAGAIN: the counter is saturated, the module is awake anyway
+                log.debug("%s: wake failed: %s", self.channel, exc)
 
     def _event(self, name: str, **headers: object) -> None:
         if self._manager_event is None:
@@ -323,9 +345,9 @@ class Call:
             Underruns=self.underruns,
             **self.stats.ami_headers(),
         )
-        self._forget(self)
-        for fd in (self.wake_fd, self.doorbell_fd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self._forget(self)  # the doorbell's reader goes first
+        with self._fd_lock:
+            for fd in (self.wake_fd, self.doorbell_fd):
+                if fd >= 0:
+                    os.close(fd)
+            self.wake_fd = self.doorbell_fd = -1

@@ -2,9 +2,10 @@
 
 Threads: the asyncio thread produces (:meth:`PlaybackQueue.add`,
 :meth:`~PlaybackQueue.interrupt`, :meth:`~PlaybackQueue.configure`,
-:meth:`~PlaybackQueue.finish`); the playback timing thread consumes
-(:meth:`~PlaybackQueue.transfer`, :meth:`~PlaybackQueue.pop_frame`). Every
-public method takes the queue's lock, so any mix of threads is safe.
+:meth:`~PlaybackQueue.finish`); the playback timing thread, and the asyncio
+thread when audio arrives, consume (:meth:`~PlaybackQueue.transfer`,
+:meth:`~PlaybackQueue.pop_frame`). Every public method takes the queue's lock,
+so any mix of threads is safe.
 
 Framing: chunks are appended to one continuous sample stream that is cut into
 frames of exactly 20 ms of the output format. A chunk that ends mid-sample
@@ -152,7 +153,7 @@ class PlaybackQueue:
         with self._lock:
             self._consumer_empty = probe
 
-    # --- consumer side (playback timing thread) -----------------------------------
+    # --- consumer side (playback thread, asyncio thread) -----------------------------
 
     def transfer(self, push: Callable[[bytes], bool], max_frames: int) -> int:
         """Offer frames in order to ``push`` until it returns False or ``max_frames`` moved.

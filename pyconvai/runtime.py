@@ -96,8 +96,7 @@ class Runtime:
         if call.doorbell_fd >= 0:
             self.loop.add_reader(call.doorbell_fd, call.on_doorbell)
         call.task = self.loop.create_task(call.run(), name=f"call {call.channel}")
-        call.task.add_done_callback(lambda t: t.cancelled() or t.exception() and log.error(
-            "%s: call task failed: %r", call.channel, t.exception()))
+        call.task.add_done_callback(call.task_done)
 
     def forget(self, call: Call) -> None:
         """A call has finished: drop it and add its figures to the totals.

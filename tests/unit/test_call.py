@@ -136,3 +136,25 @@ def test_end_reason_adds_the_close_code_once():
     assert end_reason(SessionEnded(EndStatus.FAILED, "websocket closed 1011: x", "c", 1011, "x")) == \
         "websocket closed 1011: x"
     assert end_reason(SessionEnded(EndStatus.FAILED, "signed URL: HTTP 401", None)) == "signed URL: HTTP 401"
+
+
+def test_a_call_task_that_fails_still_finishes_the_call(bridge):
+    import asyncio
+
+    call, rings, _, _, forgotten, _ = bridge
+
+    async def broken() -> None:
+        raise RuntimeError("boom")
+
+    loop = asyncio.new_event_loop()
+    try:
+        task = loop.create_task(broken())
+        loop.run_until_complete(asyncio.wait([task]))
+    finally:
+        loop.close()
+    call.task_done(task)
+    assert call.finished and forgotten == [call]
+    (record,) = control_records(rings["control"])
+    assert record[0] == CONTROL_END and record[1][0] == "FAILED" and "boom" in record[1][2]
+    assert call.wake_fd == -1
+    call._wake()  # after the close: nothing is written anywhere
