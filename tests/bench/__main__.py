@@ -20,6 +20,7 @@ import os
 import pickle
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -53,6 +54,15 @@ def settings_from_env() -> Settings:
     return cfg
 
 
+def source_commit() -> str:
+    """The commit the module under test was built from (make bench installs the work tree)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "?"
+    return commit + (" with uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def _terminate(signum, _frame):
     raise SystemExit(128 + signum)
 
@@ -80,6 +90,7 @@ def main() -> int:
     def log(text: str) -> None:
         print(f"[{time.monotonic() - began:7.1f} s] {text}", flush=True)
 
+    raw["commit"] = source_commit()
     raw["client_setup_ms"] = client_setup_ms(root)
     try:
         if "single" in parts:

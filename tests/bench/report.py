@@ -160,6 +160,7 @@ def render(raw: dict) -> str:
         f"RAM {m['ram']}, Linux {m['kernel']}")
     add(f"- Asterisk: {version.splitlines()[0] if version else '?'} (the Debian sid test bed of `make test`, "
         "run as a sandboxed process, `chroot`)")
+    add(f"- The module: built by `make bench` from commit {raw.get('commit', '?')}")
     add(f"- Python inside Asterisk (`elevenlabs show runtime`): {python}; the bench and the simulator: Python "
         f"{m['host_python']} on the host")
     add(f"- RLIMIT_NOFILE for Asterisk: {raw['fd_limit']}")
