@@ -3,7 +3,7 @@
 Environment (defaults: the full issue, about 25 minutes on 2 cores):
 
   BENCH_QUICK=1               a short run (minutes): fewer calls, levels 1,20,50, 200 soak calls
-  BENCH_LEVELS=1,50,100,200,400
+  BENCH_LEVELS=1,50,100,150,200,400
   BENCH_WINDOW_S=30           steady window at each capacity level
   BENCH_RAMP_RATE=20          calls originated per second
   BENCH_SINGLE_CALLS=6        one-call-at-a-time calls (each BENCH_SINGLE_SECONDS=48)

@@ -282,7 +282,7 @@ class Settings:
     single_seconds: float = 48.0  # ... each this long (caller audio): 16 cycles of the pattern
     uplink240_calls: int = 3
     uplink240_seconds: float = 26.0  # 100 chunks of 240 ms are timestamped per call
-    levels: tuple[int, ...] = (1, 50, 100, 200, 400)
+    levels: tuple[int, ...] = (1, 50, 100, 150, 200, 400)  # the issue's, and 150 to find the knee
     capacity_buffer_ms: int = 240  # the default elevenlabs_audio_frames_buffer_ms
     ramp_rate: float = 20.0  # calls originated per second
     warmup_s: float = 5.0
