@@ -162,11 +162,12 @@ def explanations(out: dict) -> list[str]:
 
     under = next((row for row in rows if row["bar"].startswith("Underruns")), None)
     if under and under.get("miss"):
-        by_level = [f"1 call: {single.underruns}"] if single is not None else []
+        by_level = [f"latency runs: {single.underruns}"] if single is not None else []
         for lv in out["levels"]:
             if lv.lat is not None:
-                by_level.append(f"{lv.level} calls: {lv.lat.underruns} underruns, "
-                                f"{lv.lat.pacing.get('late', 0)} intervals over 21 ms")
+                by_level.append(f"{lv.level} call{'s' if lv.level > 1 else ''}: {lv.lat.underruns} underrun"
+                                f"{'s' if lv.lat.underruns != 1 else ''}, {lv.lat.pacing.get('late', 0)} "
+                                "intervals over 21 ms")
         add(f"### Underruns: {under['value']}")
         add("")
         add("- By level: " + "; ".join(by_level) + ". An underrun means the playback thread, which keeps the "
