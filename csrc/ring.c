@@ -18,9 +18,9 @@
  */
 
 #include <stdatomic.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "ring.h"
@@ -53,8 +53,13 @@ struct convai_ring *convai_ring_alloc(size_t capacity)
 		}
 		size *= 2;
 	}
-	ring = calloc(1, sizeof(*ring) + size);
-	if (!ring) {
+	/*
+	 * Straight from the kernel, zeroed, and back to it when freed: a call's rings
+	 * (hundreds of KiB, allocated on one thread and freed on another) would
+	 * otherwise fragment malloc's per-thread arenas and keep memory after the call.
+	 */
+	ring = mmap(NULL, sizeof(*ring) + size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (ring == MAP_FAILED) {
 		return NULL;
 	}
 	atomic_init(&ring->refcount, 1);
@@ -79,7 +84,7 @@ void convai_ring_unref(struct convai_ring *ring)
 		if (ring->doorbell >= 0) {
 			close(ring->doorbell);
 		}
-		free(ring);
+		munmap(ring, sizeof(*ring) + ring->capacity);
 	}
 }
 
