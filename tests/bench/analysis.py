@@ -16,6 +16,8 @@ from .bed import RATE
 from .simproc import ConvSummary
 
 FRAME_S = 0.020
+#: First frames this soon after an interruption are left out of the recording's onset checks.
+AFTER_BARGE_IN_S = 1.0
 
 # Tones of the bench agent (pyconvai.sim renders each utterance as one tone).
 GREETING_HZ = 440.0
@@ -293,7 +295,10 @@ def check_recording(heard: np.ndarray, said: np.ndarray, stats: CallStats, conv:
         out.bargein_heard_ms.append(extra * FRAME_S * 1000)
     # Onsets after silence (>= 3 frames without agent audio) and the module's first frames.
     onsets = [s for s, _ in _runs(agent) if s == 0 or not agent[max(0, s - 3) : s].any()]
-    firsts = stats.first_frames
+    # Replies right after a barge-in have no silence before them on the recording (their
+    # onset is not an onset there): only first frames that follow a quiet line are lined up.
+    cut_at = [t for t, _ in conv.interruptions] if conv is not None else []
+    firsts = [f for f in stats.first_frames if not any(0 <= f - t < AFTER_BARGE_IN_S for t in cut_at)]
     if onsets and firsts:
         n0, f0 = onsets[0], firsts[0]
         for f in firsts[1:]:

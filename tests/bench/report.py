@@ -260,10 +260,14 @@ def recording_lines(lat: Latency, label: str) -> list[str]:
                  f"ms, p99 {fmt(rec['onset_jitter'].get('p99'))} ms, max {fmt(rec['onset_jitter'].get('max'))} ms "
                  f"({rec['onset_jitter']['n']} pairs; {rec['unmatched_onsets']} onsets not found on the recording)")
     if rec["anchor_offset"].get("n"):
+        offset = rec["anchor_offset"]
         L.append(f"- on the caller's absolute timeline (anchored on the caller's first utterance: its frame in the "
                  f"recording is the frame the framehook captured at its UplinkCapturedNs), each reply is heard "
-                 f"{fmt(rec['anchor_offset'].get('p50'))} ms (p50; max {fmt(rec['anchor_offset'].get('max'))} ms) "
-                 "after the module wrote its first frame: within the one-frame resolution of a recording")
+                 f"{fmt(offset.get('p50'))} ms (p50; max {fmt(offset.get('max'))} ms) after the module wrote its "
+                 "first frame" + (": within the one-frame resolution of a recording" if offset.get("max", 99) <= 20.0
+                                  else "; offsets over one frame (20 ms) are replies the onset search lined up with "
+                                  "a neighbouring onset, mostly replies right after a barge-in, which have no "
+                                  "silence before them on the recording"))
         L.append(f"- simulator sent → heard by the caller (same anchor, ±20 ms resolution): p50 "
                  f"{fmt(rec['heard_downlink'].get('p50'))} ms, p99 {fmt(rec['heard_downlink'].get('p99'))} ms, n = "
                  f"{rec['heard_downlink'].get('n', 0)}")
