@@ -176,14 +176,18 @@ class Call:
             self._finish(ended)
 
     def task_done(self, task: asyncio.Task[None]) -> None:
-        """run() is over; if it failed or was cancelled before finishing the call, finish it
-        here, so that the channel thread is told and the call is forgotten."""
-        if self.finished:
-            return
-        reason = "cancelled" if task.cancelled() else f"internal error: {task.exception()!r}"
-        if not task.cancelled():
+        """run() is over. If it failed or was cancelled before finishing the call, finish it
+        here, so that the channel thread is told and the call is forgotten. (Returning
+        without finishing is normal: the agent ended, and the goodbye still plays out.)"""
+        if task.cancelled():
+            reason = "cancelled"
+        elif task.exception() is not None:
             log.error("%s: call task failed: %r", self.channel, task.exception())
-        self._finish(SessionEnded(EndStatus.FAILED, reason, self.conversation_id))
+            reason = f"internal error: {task.exception()!r}"
+        else:
+            return
+        if not self.finished:
+            self._finish(SessionEnded(EndStatus.FAILED, reason, self.conversation_id))
 
     def pump(self) -> None:
         """Caller audio into the session; the module's clock records into the stats.

@@ -1,6 +1,6 @@
 """``make bench``: run every benchmark, print the figures, write BENCHMARKS.md.
 
-Environment (defaults: the full issue, about 25 minutes on 2 cores):
+Environment (defaults: the full issue, about 30 minutes on 2 cores):
 
   BENCH_QUICK=1               a short run (minutes): fewer calls, levels 1,20,50, 200 soak calls
   BENCH_LEVELS=1,50,100,150,200,400
@@ -12,6 +12,8 @@ Environment (defaults: the full issue, about 25 minutes on 2 cores):
   BENCH_NO_FLOOR=1            skip the floor runs (Asterisk without the module)
   BENCH_OUTPUT=BENCHMARKS.md  where the report goes
   BENCH_RAW=path.pickle       also keep the raw readings (for re-rendering: BENCH_RENDER=path.pickle)
+  BENCH_SOAK_FROM=path.pickle with BENCH_RENDER: take the soak from that run's raw readings
+  BENCH_SOAK_WHY="..."        and say why in BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -72,6 +74,11 @@ def main() -> int:
     output = Path(os.environ.get("BENCH_OUTPUT") or REPO / "BENCHMARKS.md")
     if render_only:
         raw = pickle.loads(Path(render_only).read_bytes())
+        if os.environ.get("BENCH_SOAK_FROM"):
+            soak_raw = pickle.loads(Path(os.environ["BENCH_SOAK_FROM"]).read_bytes())
+            raw["soak"], raw["soak_floor"] = soak_raw.get("soak"), soak_raw.get("soak_floor")
+            raw["soak_source"] = {"commit": soak_raw.get("commit", "?"), "started": soak_raw["started"],
+                                  "why": os.environ.get("BENCH_SOAK_WHY", "")}
         output.write_text(render(raw))
         print("\n".join(summary_lines(raw)))
         return 0

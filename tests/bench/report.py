@@ -153,6 +153,11 @@ def render(raw: dict) -> str:
     add("")
     add(f"Written by `make bench` (`tests/bench/`) on {raw['started']}; every figure below was measured in that "
         f"run, which took {raw['duration_s'] / 60:.1f} minutes. The file is rewritten by each run.")
+    if raw.get("soak_source"):
+        src = raw["soak_source"]
+        add("")
+        add(f"The soak figures come from a later run of the soak alone (`BENCH_PARTS=soak`, {src['started']}, "
+            f"commit {src['commit']}): {src['why']}")
     add("")
     add("## Machine")
     add("")

@@ -146,12 +146,22 @@ def test_a_call_task_that_fails_still_finishes_the_call(bridge):
     async def broken() -> None:
         raise RuntimeError("boom")
 
-    loop = asyncio.new_event_loop()
-    try:
-        task = loop.create_task(broken())
-        loop.run_until_complete(asyncio.wait([task]))
-    finally:
-        loop.close()
+    def loop_run(coroutine_function):
+        loop = asyncio.new_event_loop()
+        try:
+            task = loop.create_task(coroutine_function())
+            loop.run_until_complete(asyncio.wait([task]))
+        finally:
+            loop.close()
+        return task
+
+    task = loop_run(broken)
+    async def agent_ended() -> None:  # run() returns; the playback thread finishes the call later
+        return None
+
+    done = loop_run(agent_ended)
+    call.task_done(done)
+    assert not call.finished
     call.task_done(task)
     assert call.finished and forgotten == [call]
     (record,) = control_records(rings["control"])
