@@ -1984,6 +1984,17 @@ static void convai_pin_code(void)
 	}
 }
 
+/*! \internal \brief Free the configuration and the containers (unload, or a declined load). */
+static void convai_release_globals(void)
+{
+	aco_info_destroy(&convai_cfg_info);
+	ao2_global_obj_release(convai_globals);
+	ao2_cleanup(convai_usage);
+	convai_usage = NULL;
+	ao2_cleanup(convai_debug_agents);
+	convai_debug_agents = NULL;
+}
+
 static int unload_module(void)
 {
 	/*
@@ -2004,12 +2015,7 @@ static int unload_module(void)
 		convai_prometheus_register = NULL;
 	}
 	convai_embed_stop(CONVAI_SHUTDOWN_TIMEOUT_MS);
-	aco_info_destroy(&convai_cfg_info);
-	ao2_global_obj_release(convai_globals);
-	ao2_cleanup(convai_usage);
-	convai_usage = NULL;
-	ao2_cleanup(convai_debug_agents);
-	convai_debug_agents = NULL;
+	convai_release_globals();
 	return 0;
 }
 
@@ -2037,12 +2043,7 @@ static int load_module(void)
 	return AST_MODULE_LOAD_SUCCESS;
 
 declined:
-	aco_info_destroy(&convai_cfg_info);
-	ao2_global_obj_release(convai_globals);
-	ao2_cleanup(convai_usage);
-	convai_usage = NULL;
-	ao2_cleanup(convai_debug_agents);
-	convai_debug_agents = NULL;
+	convai_release_globals();
 	return AST_MODULE_LOAD_DECLINE;
 }
 
