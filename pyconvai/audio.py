@@ -200,9 +200,12 @@ def tone(freq_hz: float, ms: float, rate: int = 16000, amplitude: int = 8000) ->
     return _pcm(array("h", (round(amplitude * math.sin(step * i)) for i in range(count))))
 
 
+_sumprod = getattr(math, "sumprod", None)  # Python 3.12+: in C
+
+
 def _sum_of_squares(samples: array) -> int:
-    if hasattr(math, "sumprod"):  # Python 3.12+: in C
-        return int(math.sumprod(samples, samples))
+    if _sumprod is not None:
+        return int(_sumprod(samples, samples))
     return sum(map(operator.mul, samples, samples))
 
 

@@ -277,11 +277,10 @@ class Call:
             return
         playback = self.session.playback
         flushes = playback.flushes
-        queued = playback.queued_frames
         ahead, moved = self._top_up()
-        # Dry while audio waited, and fed since the last flush: an underrun. After a
-        # flush the ring is empty by design, and the next audio starts afresh.
-        if ahead == 0 and queued and self._playing_since_flush == flushes:
+        # Dry while audio waited (an empty ring takes whatever was queued), and fed since
+        # the last flush: an underrun. After a flush the ring is empty by design.
+        if ahead == 0 and moved and self._playing_since_flush == flushes:
             self.underruns += 1
         self._playing_since_flush = flushes if ahead or moved else None
         if self.ended is not None and not self._drained:

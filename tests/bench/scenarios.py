@@ -123,6 +123,16 @@ class Run:
 
     # --- lifecycle
 
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, kind, exc, _tb) -> bool:
+        """Close the run; an error is reported in BENCHMARKS.md and the bench goes on."""
+        if isinstance(exc, Exception):
+            self.result.errors.append(f"{type(exc).__name__}: {exc}")
+        self.close()
+        return isinstance(exc, Exception)
+
     def start(self) -> None:
         self.ast.start(timeout=60)
         self.ami = self.ast.ami_client()
@@ -299,7 +309,7 @@ def run_sequential(root: Path, moddir: str, out_dir: Path, name: str, calls: int
                    record: bool, log=print) -> RunResult:
     """``calls`` calls one after the other through the module; each caller plays the pattern."""
     run = Run(root, moddir, out_dir, name=name, with_module=True, buffer_ms=buffer_ms, caller_seconds=seconds)
-    try:
+    with run:
         run.start()
         started = time.monotonic()
         run.place(calls, 1, 5.0, set(range(calls)) if record else set(), timeout_per_call=seconds + 60,
@@ -310,10 +320,6 @@ def run_sequential(root: Path, moddir: str, out_dir: Path, name: str, calls: int
         run.wait_idle()
         run.result.idle_after = proc_sample(run.ast.pid)
         run.collect()
-    except Exception as exc:  # noqa: BLE001 - reported in BENCHMARKS.md, the bench goes on
-        run.result.errors.append(f"{type(exc).__name__}: {exc}")
-    finally:
-        run.close()
     return run.result
 
 
@@ -339,7 +345,7 @@ def run_level(root: Path, moddir: str, out_dir: Path, level: int, with_module: b
     run = Run(root, moddir, out_dir, name=name, with_module=with_module, buffer_ms=cfg.capacity_buffer_ms,
               caller_seconds=caller_s)
     r = run.result
-    try:
+    with run:
         run.start()
         run.place(level, level, cfg.ramp_rate, spread(level, cfg.recorded_per_level))
         if not run.wait_connected(level, CONNECT_ALLOWANCE_S):
@@ -359,10 +365,6 @@ def run_level(root: Path, moddir: str, out_dir: Path, level: int, with_module: b
         time.sleep(2.0)
         r.idle_after = proc_sample(run.ast.pid)
         run.collect()
-    except Exception as exc:  # noqa: BLE001
-        r.errors.append(f"{type(exc).__name__}: {exc}")
-    finally:
-        run.close()
     return r
 
 
@@ -378,7 +380,7 @@ def run_soak(root: Path, moddir: str, out_dir: Path, cfg: Settings, log=print, w
     run = Run(root, moddir, out_dir, name=name, with_module=with_module, buffer_ms=cfg.soak_buffer_ms,
               caller_seconds=1.0, sounds={"short": SOAK_SOUND.render(SOAK_SECONDS)})
     r = run.result
-    try:
+    with run:
         run.start()
         r.checkpoints.append((0, proc_sample(run.ast.pid)))
         r.memory.append((0, memory_map(run.ast.pid)))
@@ -403,8 +405,4 @@ def run_soak(root: Path, moddir: str, out_dir: Path, cfg: Settings, log=print, w
         r.idle_after = r.checkpoints[-1][1]
         r.calls = done
         run.collect()
-    except Exception as exc:  # noqa: BLE001
-        r.errors.append(f"{type(exc).__name__}: {exc}")
-    finally:
-        run.close()
     return r
