@@ -63,6 +63,7 @@ class CallStats:
     barge_in_stops: list[float] = field(default_factory=list)
     frames_before_interruptions: list[int] = field(default_factory=list)
     frame_intervals_ms: Counter = field(default_factory=Counter)
+    first_write: float | None = None
     last_write: float | None = None
     _awaiting_first_frame: float | None = None
     _pending: list[_PendingInterruption] = field(default_factory=list)
@@ -113,6 +114,8 @@ class CallStats:
     def _frame(self, position: int, written: float) -> None:
         self.frames_written += 1
         previous, self.last_write = self.last_write, written
+        if self.first_write is None:
+            self.first_write = written
         if previous is not None:
             gap = written - previous
             if gap <= IDLE_GAP_SECONDS:
@@ -169,6 +172,7 @@ class CallStats:
             "BargeInStopMs": ms(self.barge_in_stops),
             "InterruptedAfterFrames": ",".join(map(str, self.frames_before_interruptions[-MAX_SAMPLES:])),
             "FrameIntervalsMs": ",".join(f"{k}:{v}" for k, v in sorted(self.frame_intervals_ms.items())),
+            "WrittenSpanMs": f"{(self.last_write - self.first_write) * 1000:.2f}" if self.first_write else "",
         }
 
 
