@@ -4,6 +4,8 @@
 #   make install    install them (module, docs, virtual environment, sample config)
 #   make test       everything the tests need, then the tests (provisions a test bed)
 #   make bench      benchmark figures into BENCHMARKS.md (not part of make test)
+#   make fuzz       the protocol and downlink fuzzers, far longer than make test runs them
+#   make asan-test  the end-to-end call tests against the module built with AddressSanitizer
 #   make demo       one call through Asterisk to the bundled agent simulator, printed live
 #
 # Every path is discovered from the installed Asterisk and can be overridden:
@@ -29,11 +31,12 @@ DEV_PYTHON = $(DEV_VENV)/bin/python
 
 MODULE = app_elevenlabs_convai
 BUILD = build
-SOURCES = csrc/app_elevenlabs_convai.c csrc/embed.c csrc/ring.c
-HEADERS = csrc/embed.h csrc/ring.h
+SOURCES = csrc/app_elevenlabs_convai.c csrc/convai_capture.c csrc/convai_config.c csrc/convai_cli.c \
+	csrc/embed.c csrc/ring.c
+HEADERS = csrc/convai.h csrc/convai_wire.h csrc/embed.h csrc/ring.h
 
 .PHONY: all module doc wheel install install-module install-venv install-config \
-	dev test bench demo clean
+	dev test asan-test bench fuzz demo clean
 
 ifeq ($(ASTINCDIR),)
 # No Asterisk here: build (and install) inside the test bed, then copy the results back.
@@ -65,14 +68,17 @@ $(BUILD)/embed.o: csrc/embed.c $(HEADERS) | $(BUILD)
 	$(CC) $(CFLAGS) $(MODULE_CFLAGS) $(shell $(PYTHON_CONFIG) --includes) -c -o $@ $<
 
 $(BUILD)/$(MODULE).so: $(SOURCES:csrc/%.c=$(BUILD)/%.o)
-	$(CC) -shared -o $@ $^ $(shell $(PYTHON_CONFIG) --ldflags --embed) -ldl
+	$(CC) -shared $(LDFLAGS) -o $@ $^ $(shell $(PYTHON_CONFIG) --ldflags --embed) -ldl
 
-# Asterisk reads third-party docs from documentation/thirdparty/*-en_US.xml.
-$(BUILD)/$(MODULE)-en_US.xml: csrc/app_elevenlabs_convai.c | $(BUILD)
+# Asterisk reads third-party docs from documentation/thirdparty/*-en_US.xml: the
+# DOCUMENTATION blocks of every source (the application's, elevenlabs.conf's).
+$(BUILD)/$(MODULE)-en_US.xml: $(SOURCES) | $(BUILD)
 	{ echo '<?xml version="1.0" encoding="UTF-8"?>'; \
 	  echo '<!DOCTYPE docs SYSTEM "appdocsxml.dtd">'; \
 	  echo '<docs xmlns:xi="http://www.w3.org/2001/XInclude">'; \
-	  sed -n '/^\/\*\*\* DOCUMENTATION/,/^ \*\*\*\//p' $< | sed '1d;$$d'; \
+	  for source in $(SOURCES); do \
+	    sed -n '/^\/\*\*\* DOCUMENTATION/,/^ \*\*\*\//p' $$source | sed '/^\/\*\*\* DOCUMENTATION/d;/^ \*\*\*\//d'; \
+	  done; \
 	  echo '</docs>'; } > $@
 
 # pyconvai as a wheel, with its cffi ring binding compiled for $(PYTHON).
@@ -116,6 +122,18 @@ $(DEV_VENV)/.installed: pyproject.toml setup.py csrc/ring.c csrc/ring.h csrc/rin
 test: dev
 	root="$$(tests/testbed/prepare.sh "$(TESTBED_ROOT)")" || exit 1; \
 		CONVAI_TESTBED_ROOT="$$root" $(DEV_PYTHON) -m pytest -ra tests
+
+# The module built with -fsanitize=address, Asterisk started with libasan preloaded; any
+# AddressSanitizer report fails the test that produced it. The next "make test" puts the
+# normal build back.
+asan-test: dev
+	root="$$(CONVAI_ASAN=1 tests/testbed/prepare.sh "$(TESTBED_ROOT)")" || exit 1; \
+		CONVAI_ASAN=1 CONVAI_TESTBED_ROOT="$$root" $(DEV_PYTHON) -m pytest -ra \
+		tests/e2e/test_call.py tests/e2e/test_faults.py tests/e2e/test_module.py
+
+# The fuzzers of tests/unit/test_fuzz.py with 20,000 examples per property (make test: 300).
+fuzz: dev
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-20000} $(DEV_PYTHON) -m pytest -q tests/unit/test_fuzz.py
 
 bench: dev
 	root="$$(tests/testbed/prepare.sh "$(TESTBED_ROOT)")" || exit 1; \

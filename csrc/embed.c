@@ -22,6 +22,7 @@
 #include <Python.h>
 
 #include <dlfcn.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -34,6 +35,11 @@
 static PyObject *runtime;
 static const struct convai_host *host;
 static int running;
+/*! "elevenlabs debug on" for every call; written by any Asterisk thread, read by pyconvai. */
+static int debug_all;
+/*! pyconvai's counters in Prometheus text, published by pyconvai (malloc'd; under metrics_lock). */
+static char *metrics_text;
+static pthread_mutex_t metrics_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void embed_log(enum convai_log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
@@ -109,10 +115,38 @@ static PyObject *host_module_manager_event(PyObject *self, PyObject *args)
 	Py_RETURN_NONE;
 }
 
+static PyObject *host_module_debug(PyObject *self, PyObject *args)
+{
+	return PyBool_FromLong(__atomic_load_n(&debug_all, __ATOMIC_RELAXED));
+}
+
+static PyObject *host_module_set_metrics(PyObject *self, PyObject *args)
+{
+	const char *text;
+	char *copy;
+
+	if (!PyArg_ParseTuple(args, "s", &text)) {
+		return NULL;
+	}
+	copy = strdup(text);
+	if (!copy) {
+		return PyErr_NoMemory();
+	}
+	/* Held only for a pointer swap: res_prometheus' scrape thread reads it. */
+	pthread_mutex_lock(&metrics_lock);
+	free(metrics_text);
+	metrics_text = copy;
+	pthread_mutex_unlock(&metrics_lock);
+	Py_RETURN_NONE;
+}
+
 static PyMethodDef host_module_methods[] = {
 	{ "log", host_module_log, METH_VARARGS, "log(level, message): write a line to Asterisk's logger" },
 	{ "manager_event", host_module_manager_event, METH_VARARGS,
 		"manager_event(event, body): raise an AMI event; body is 'Header: value\\r\\n' lines" },
+	{ "debug", host_module_debug, METH_NOARGS, "debug(): whether 'elevenlabs debug on' is set for every call" },
+	{ "set_metrics", host_module_set_metrics, METH_VARARGS,
+		"set_metrics(text): publish pyconvai's counters (Prometheus text) for scrapes that take no GIL" },
 	{ NULL, NULL, 0, NULL },
 };
 
@@ -194,13 +228,67 @@ static int embed_initialize(const char *venv)
 	return 0;
 }
 
-int convai_embed_start(const char *venv, const char *libpython, const struct convai_host *services)
+/*!
+ * \internal \brief Import pyconvai.runtime and start it. GIL held; on failure the
+ * reason is logged and nothing of pyconvai stays imported.
+ */
+static int embed_start_runtime(void)
 {
 	PyObject *result;
+
+	/* runtime is a new reference, kept until the process exits */
+	runtime = PyImport_ImportModule("pyconvai.runtime");
+	if (!runtime) {
+		embed_log_exception("import pyconvai.runtime");
+		goto failed;
+	}
+	/* start() refuses a pyconvai built for another record layout (convai_wire.h). */
+	result = PyObject_CallMethod(runtime, "start", "i", CONVAI_WIRE_VERSION);
+	if (!result) {
+		embed_log_exception("pyconvai.runtime.start()");
+		Py_CLEAR(runtime);
+		goto failed;
+	}
+	Py_DECREF(result);
+	return 0;
+
+failed:
+	/*
+	 * Forget every pyconvai module this attempt imported, so that the next one
+	 * (after "make install" and "elevenlabs reload") reads the venv afresh.
+	 */
+	if (PyRun_SimpleString("import importlib, sys\n"
+			"for name in [n for n in sys.modules if n == 'pyconvai' or n.startswith('pyconvai.')]:\n"
+			"    del sys.modules[name]\n"
+			"importlib.invalidate_caches()\n")) {
+		PyErr_Clear();
+	}
+	return -1;
+}
+
+int convai_embed_start(const char *venv, const char *libpython, const struct convai_host *services)
+{
+	/* The venv the interpreter was initialised from; a restart is needed to change it. */
+	static char initialized_from[4096];
+	PyGILState_STATE state;
+	int res;
 
 	host = services;
 	if (running) {
 		return 0;
+	}
+	if (*initialized_from) {
+		/* An earlier start failed after Python was up: try pyconvai again, same interpreter. */
+		if (strcmp(initialized_from, venv)) {
+			embed_log(CONVAI_LOG_ERROR, "python_venv changed from %s to %s: restart Asterisk to use it",
+				initialized_from, venv);
+			return -1;
+		}
+		state = PyGILState_Ensure();
+		res = embed_start_runtime();
+		PyGILState_Release(state);
+		running = !res;
+		return res;
 	}
 	if (Py_IsInitialized()) {
 		embed_log(CONVAI_LOG_ERROR, "another module already embeds Python in this Asterisk; refusing to share it");
@@ -218,25 +306,12 @@ int convai_embed_start(const char *venv, const char *libpython, const struct con
 	if (embed_initialize(venv)) {
 		return -1;
 	}
-	/* runtime is a new reference, kept until the process exits */
-	runtime = PyImport_ImportModule("pyconvai.runtime");
-	if (!runtime) {
-		embed_log_exception("import pyconvai.runtime");
-		PyEval_SaveThread();
-		return -1;
-	}
-	result = PyObject_CallMethod(runtime, "start", NULL);
-	if (!result) {
-		embed_log_exception("pyconvai.runtime.start()");
-		Py_CLEAR(runtime);
-		PyEval_SaveThread();
-		return -1;
-	}
-	Py_DECREF(result);
+	snprintf(initialized_from, sizeof(initialized_from), "%s", venv);
+	res = embed_start_runtime();
 	/* Give the GIL away for good; Asterisk threads come back through embed_enter(). */
 	PyEval_SaveThread();
-	running = 1;
-	return 0;
+	running = !res;
+	return res;
 }
 
 int convai_embed_running(void)
@@ -265,18 +340,8 @@ void convai_embed_stop(unsigned int timeout_ms)
 
 void convai_embed_set_debug(int on)
 {
-	PyGILState_STATE state;
-	PyObject *result;
-
-	if (embed_enter(&state)) {
-		return;
-	}
-	result = PyObject_CallMethod(runtime, "set_debug", "O", on ? Py_True : Py_False);
-	if (!result) {
-		embed_log_exception("pyconvai.runtime.set_debug()");
-	}
-	Py_XDECREF(result);
-	embed_leave(state);
+	/* No GIL: pyconvai reads it (_convai_host.debug()) on its own threads. */
+	__atomic_store_n(&debug_all, on, __ATOMIC_RELAXED);
 }
 
 /*! \internal \brief Call a runtime method returning str; copy it out with malloc. */
@@ -315,7 +380,13 @@ char *convai_embed_describe_calls(void)
 
 char *convai_embed_metrics(void)
 {
-	return embed_call_text("metrics");
+	char *text;
+
+	/* The copy pyconvai last published: a scrape never waits for the GIL. */
+	pthread_mutex_lock(&metrics_lock);
+	text = metrics_text ? strdup(metrics_text) : NULL;
+	pthread_mutex_unlock(&metrics_lock);
+	return text;
 }
 
 /*! \internal \brief Build a dict from NULL-terminated key, value pairs. GIL held. */

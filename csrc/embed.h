@@ -15,12 +15,16 @@
  * the GIL itself and gives it back before returning. Taking the GIL can wait
  * for Python, so none of these may be called from a framehook or with any
  * channel locked. The audio path never comes here: it goes through rings.
+ * Two exceptions take no GIL and say so: convai_embed_set_debug() and
+ * convai_embed_metrics().
  */
 
 #ifndef CONVAI_EMBED_H
 #define CONVAI_EMBED_H
 
 #include <stdint.h>
+
+#include "convai_wire.h"
 
 struct convai_ring;
 
@@ -43,46 +47,6 @@ struct convai_host {
 	/*! Raise an AMI event; \a body is "Header: value\r\n" lines. */
 	void (*manager_event)(const char *event, const char *body);
 };
-
-/*! \brief What a clock record times. */
-enum convai_clock_kind {
-	/*! An agent frame was written; position: its first byte in the downlink stream. */
-	CONVAI_CLOCK_WRITTEN = 1,
-	/*! Caller audio was captured; position: the uplink stream's end after it. */
-	CONVAI_CLOCK_CAPTURED = 2,
-};
-
-/*!
- * \brief One timed audio event, channel thread -> Python through the clock ring,
- * so that Python can compute exact latencies (pyconvai/stats.py).
- */
-struct convai_clock_record {
-	uint64_t position;
-	/*! CLOCK_MONOTONIC in nanoseconds. */
-	uint64_t at_ns;
-	/*! enum convai_clock_kind */
-	uint32_t kind;
-	uint32_t reserved;
-};
-
-/*!
- * \brief Control records, Python -> channel thread, through the control ring.
- *
- * Each record is a 4-byte header (type, 0, payload length as little-endian
- * uint16) and a payload of NUL-separated UTF-8 strings. pyconvai/runtime.py
- * mirrors these values.
- */
-enum convai_control {
-	/*! "input_format\0output_format": the agent's formats are known. */
-	CONVAI_CONTROL_FORMATS = 1,
-	/*! "status\0conversation_id\0reason": end the call now. */
-	CONVAI_CONTROL_END = 2,
-	/*! "conversation_id": the agent accepted the call. */
-	CONVAI_CONTROL_STARTED = 3,
-};
-
-/*! \brief Size of a control record header. */
-#define CONVAI_CONTROL_HEADER 4
 
 /*! \brief What a call hands to Python; the rings are shared, the rest copied. */
 struct convai_call_params {
@@ -107,6 +71,9 @@ struct convai_call_params {
  * \param host logging and AMI services; also receives this file's own errors
  * \retval 0 running
  * \retval -1 failed (logged); later calls report the runtime as unavailable
+ *
+ * pyconvai.runtime.start() is given CONVAI_WIRE_VERSION and refuses to run
+ * with a module whose record layouts differ from its own (convai_wire.h).
  */
 int convai_embed_start(const char *venv, const char *libpython, const struct convai_host *host);
 
@@ -120,7 +87,10 @@ int convai_embed_running(void);
  */
 void convai_embed_stop(unsigned int timeout_ms);
 
-/*! \brief Turn pyconvai's debug logging on or off for every call. */
+/*!
+ * \brief Turn pyconvai's debug logging on or off for every call.
+ * Takes no GIL (a flag pyconvai reads within 100 ms): any thread, any lock held.
+ */
 void convai_embed_set_debug(int on);
 
 /*!
@@ -136,7 +106,8 @@ char *convai_embed_describe(void);
 char *convai_embed_describe_calls(void);
 
 /*!
- * \brief pyconvai's counters in Prometheus text format.
+ * \brief pyconvai's counters in Prometheus text format, as pyconvai last published
+ * them (whenever a call ends). Takes no GIL: safe under res_prometheus' scrape lock.
  * \return text allocated with malloc (the caller frees it), or NULL
  */
 char *convai_embed_metrics(void);

@@ -1,20 +1,21 @@
 """One call: a Session joined to the module's rings, control ring and wake fd.
 
+The call owns its session, its :class:`~pyconvai.playback.Downlink` and its
+:class:`~pyconvai.stats.CallStats`, and applies the session's events to them
+in order: protocol -> session -> call -> downlink -> ring -> C.
+
 Threads:
 
 - created on a PBX thread by ``runtime.start_call`` (GIL held, no channel lock);
 - the session, its listener and ``pump()`` run on the asyncio thread, which is
   the only consumer of the uplink and clock rings;
-- the downlink ring is produced only inside ``PlaybackQueue.transfer()``, by
-  ``_top_up()`` from ``playback_tick()`` on the playback thread and on the
-  asyncio thread as agent audio arrives; the queue's lock, which the
-  interruption flush (``ring.discard``) also holds, keeps them one producer;
-  whichever fills an empty ring wakes the channel thread, so that playback
-  after silence starts at once, not at its next tick;
+- the downlink (queue and ring) is fed on the asyncio thread and kept ahead
+  by ``playback_tick()`` on the playback thread; it orders the two itself;
 - ``hangup()`` may come from any thread.
 
-Control records go to the channel thread through the control ring and a wake
-on the eventfd; both Python threads send them, serialised by a lock.
+Control records (csrc/convai_wire.h) go to the channel thread through the
+control ring and a wake on the eventfd; both Python threads send them,
+serialised by a lock.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import struct
 import sys
 import threading
 import time
@@ -32,63 +32,38 @@ from collections.abc import Callable, Mapping
 import orjson
 
 from .config import SettingsError, call_limits, session_settings
-from .ring import Ring
-from .session import (
-    AgentAudioQueued,
+from .events import (
+    AgentAudioReceived,
     CallerAudioSent,
     ConversationStarted,
-    EndStatus,
     FormatsNegotiated,
-    InterruptionHappened,
-    Session,
-    SessionEnded,
+    InterruptionReceived,
     ToolCall,
     Transcript,
 )
+from .outcome import EndStatus, SessionEnded, end_reason
+from .playback import Added, Downlink
+from .ring import Ring
+from .session import Session
 from .stats import CallStats
+from .wire import FRAME_MS, Control, control_record, one_line
 
 log = logging.getLogger("pyconvai.call")
 
-FRAME_MS = 20
-#: Frames kept in the downlink ring ahead of the channel thread: 500 ms, so that the
-#: channel thread never runs dry while Python waits for the GIL or a CPU under load.
-#: A deep lead costs nothing at a barge-in: the flush discards the ring too.
-FRAMES_AHEAD = 25
 #: Longest play-out of queued audio after the agent ended the call, beyond its length.
 DRAIN_SLACK_SECONDS = 1.0
 
-# Control records, Python -> channel thread: mirrors enum convai_control in csrc/embed.h.
-CONTROL_FORMATS = 1
-CONTROL_END = 2
-CONTROL_STARTED = 3
-CONTROL_MAX_PAYLOAD = 8192
 
-
-def end_reason(ended: SessionEnded) -> str:
-    """ELEVENLABS_END_REASON: the reason, with the close code and its reason when there was one."""
-    if ended.close_code is None or str(ended.close_code) in ended.reason:
-        return ended.reason
-    detail = f"close {ended.close_code}"
-    if ended.close_reason and ended.close_reason not in ended.reason:
-        detail += f" {ended.close_reason}"
-    return f"{ended.reason} ({detail})"
-
-
-def _weakly(method: Callable[[object], None]) -> Callable[[object], None]:
+def _weakly(method: Callable[..., None]) -> Callable[..., None]:
     """``method``, without keeping its object alive."""
     ref = weakref.WeakMethod(method)
 
-    def call(event: object) -> None:
+    def call(*args: object) -> None:
         bound = ref()
         if bound is not None:
-            bound(event)
+            bound(*args)
 
     return call
-
-
-def ami_value(text: object) -> str:
-    """One AMI header value: a single line."""
-    return " ".join(str(text).split())
 
 
 class Call:
@@ -108,7 +83,6 @@ class Call:
         self.uniqueid = settings.get("uniqueid", "")
         self.agent = settings.get("agent", "?")
         self.uplink = Ring.attach(rings["uplink"])
-        self.downlink = Ring.attach(rings["downlink"])
         self.control = Ring.attach(rings["control"])
         self.clock = Ring.attach(rings["clock"])
         # Our own descriptors: the module may close its copies before we are done.
@@ -121,29 +95,27 @@ class Call:
         self._fd_lock = threading.Lock()  # wake_fd's writes against its close
         self.stats = CallStats()
         self.started_at = time.monotonic()
-        self.frame_bytes = 0
         self.input_frame_bytes = 0
         self.caller_bytes = 0
-        self.underruns = 0
-        self.interruptions = 0
         self.ended: SessionEnded | None = None
         self.task: asyncio.Task[None] | None = None  # run(), set by the runtime
         self.drain_deadline = 0.0
         self.finished = False
-        self._playing_since_flush: int | None = None  # the flush count while the ring was fed
         self._drained = False
+        unusable = None
         try:
             self.limits = call_limits(settings)
             # Through a weak reference: a call must be freed (with its rings) as soon as it
             # ends, by reference counting, not at the cycle collector's next full pass.
             self.session: Session | None = Session(session_settings(settings), listener=_weakly(self._on_event))
         except SettingsError as exc:
-            self.session = None
-            log.error("%s: unusable settings for agent %s: %s", self.channel, self.agent, exc)
-            self._finish(SessionEnded(EndStatus.CONFIG_ERROR, str(exc), None))
-            return
-        self.session.playback.set_flush_hook(self.downlink.discard)
-        self.session.playback.set_consumer_empty(lambda downlink=self.downlink: downlink.used == 0)
+            self.session, unusable = None, str(exc)
+        # Weakly too: no Call <-> Downlink cycle to outlive the call.
+        self.downlink = Downlink(Ring.attach(rings["downlink"]), _weakly(self._wake),
+                                 logger=self.session.log if self.session else log)
+        if unusable is not None:
+            log.error("%s: unusable settings for agent %s: %s", self.channel, self.agent, unusable)
+            self._finish(SessionEnded(EndStatus.CONFIG_ERROR, unusable, None))
 
     @property
     def conversation_id(self) -> str | None:
@@ -169,8 +141,8 @@ class Call:
             timer.cancel()
         if ended.status is EndStatus.AGENT_ENDED and not self.finished:
             # The playback thread plays what is queued (bounded), then asks for _finish.
-            queued_ms = self.session.playback.queued_ms + FRAMES_AHEAD * FRAME_MS
-            self.drain_deadline = time.monotonic() + queued_ms / 1000 + DRAIN_SLACK_SECONDS
+            self.downlink.finish()
+            self.drain_deadline = time.monotonic() + self.downlink.queued_ms / 1000 + DRAIN_SLACK_SECONDS
             self.ended = ended
         else:
             self._finish(ended)
@@ -222,26 +194,30 @@ class Call:
             log.exception("%s: caller audio pump failed", self.channel)
 
     def _on_event(self, event: object) -> None:
+        """Apply the session's events in the order they come (asyncio thread)."""
         match event:
-            case AgentAudioQueued(received_at=received_at, after_silence=after_silence):
-                if after_silence:
+            case AgentAudioReceived(audio=audio, event_id=event_id, received_at=received_at):
+                added = self.downlink.add(audio, event_id)
+                if added is Added.AFTER_SILENCE and audio:
                     self.stats.audio_after_silence(received_at)
-                self._top_up()
+                elif not added:
+                    self.session.detail("dropped stale audio event_id=%s (%d bytes)", event_id, len(audio))
+            case InterruptionReceived(event_id=event_id, received_at=received_at):
+                dropped = self.downlink.interrupt(event_id)
+                self.stats.interrupted(received_at, self.downlink.ring_position)
+                self.session.detail("interruption event_id=%s: dropped %d frames", event_id, dropped)
+                self._event("ElevenLabsInterruption", EventID=event_id, DroppedFrames=dropped)
             case CallerAudioSent(stream_end=stream_end, sent_at=sent_at):
                 self.stats.caller_audio_sent(stream_end, sent_at)
             case FormatsNegotiated(input_format=fmt_in, output_format=fmt_out):
-                self.frame_bytes = fmt_out.frame_bytes(FRAME_MS)
+                self.downlink.configure(fmt_out)
                 self.input_frame_bytes = fmt_in.frame_bytes(FRAME_MS)
-                self.send_control(CONTROL_FORMATS, fmt_in.name, fmt_out.name)
+                self.send_control(Control.FORMATS, fmt_in.name, fmt_out.name)
             case ConversationStarted(conversation_id=conversation_id):
-                self.send_control(CONTROL_STARTED, conversation_id)
+                self.send_control(Control.STARTED, conversation_id)
                 # Once the session has taken the early audio: move what came since and arm
                 # the doorbell for the first chunk.
                 self._schedule(self.pump)
-            case InterruptionHappened(event_id=event_id, dropped_frames=dropped):
-                self.interruptions += 1
-                self.stats.interrupted(time.monotonic(), self.downlink.counters["pushed"])
-                self._event("ElevenLabsInterruption", EventID=event_id, DroppedFrames=dropped)
             case Transcript(final=True, role=role, text=text, event_id=event_id):
                 self._event("ElevenLabsTranscript", Role=role, EventID=event_id, Text=text)
             case ToolCall(name=name, tool_call_id=tool_call_id, source=source, parameters=parameters,
@@ -249,43 +225,15 @@ class Call:
                 self._event("ElevenLabsToolCall", Tool=name, ToolCallID=tool_call_id, Source=source,
                             IsError="yes" if is_error else "no", Parameters=orjson.dumps(parameters).decode())
 
-    # asyncio or playback thread
-
-    def _top_up(self) -> tuple[int, int]:
-        """Fill the downlink up to FRAMES_AHEAD frames; returns (frames there before, moved).
-
-        An empty ring may mean a channel thread that stopped at its last tick:
-        wake it, and it writes the first frame at once. A ring read as empty
-        can only have filled since through the other producer, which then
-        woke it too; a spare wake costs one loop turn.
-        """
-        if not self.frame_bytes or self.finished:
-            return 0, 0
-        ahead = self.downlink.used // self.frame_bytes
-        if ahead >= FRAMES_AHEAD:
-            return ahead, 0
-        moved = self.session.playback.transfer(self.downlink.push, FRAMES_AHEAD - ahead)
-        if moved and not ahead:
-            self._wake()
-        return ahead, moved
-
     # playback thread
 
     def playback_tick(self) -> None:
-        """Keep the downlink FRAMES_AHEAD frames ahead; count underruns; ask to end once drained."""
-        if self.finished or self.session is None or not self.frame_bytes:
+        """Keep the downlink ahead; once the agent has ended and it drained, ask to end."""
+        if self.finished or self.session is None:
             return
-        playback = self.session.playback
-        flushes = playback.flushes
-        ahead, moved = self._top_up()
-        # Dry while audio waited (an empty ring takes whatever was queued), and fed since
-        # the last flush: an underrun. After a flush the ring is empty by design.
-        if ahead == 0 and moved and self._playing_since_flush == flushes:
-            self.underruns += 1
-        self._playing_since_flush = flushes if ahead or moved else None
+        self.downlink.tick()
         if self.ended is not None and not self._drained:
-            empty = playback.queued_frames == 0 and self.downlink.used < self.frame_bytes
-            if empty or time.monotonic() > self.drain_deadline:
+            if self.downlink.drained or time.monotonic() > self.drain_deadline:
                 self._drained = True
                 self._schedule(lambda: self._finish(self.ended))
 
@@ -298,9 +246,8 @@ class Call:
         if self.ended is not None:
             self._schedule(lambda: self._finish(self.ended))
 
-    def send_control(self, kind: int, *parts: str) -> None:
-        payload = "\0".join(parts).encode("utf-8", "replace")[:CONTROL_MAX_PAYLOAD]
-        record = struct.pack("<BBH", kind, 0, len(payload)) + payload
+    def send_control(self, kind: Control, *parts: str) -> None:
+        record = control_record(kind, *parts)
         with self._control_lock:
             if not self.control.push(record):
                 log.error("%s: control ring full; record %d lost", self.channel, kind)
@@ -326,7 +273,7 @@ class Call:
             return
         fields = {"Channel": self.channel, "Uniqueid": self.uniqueid, "Agent": self.agent,
                   "ConversationID": self.conversation_id or "", **headers}
-        self._manager_event(name, "".join(f"{k}: {ami_value(v)}\r\n" for k, v in fields.items()))
+        self._manager_event(name, "".join(f"{k}: {one_line(v)}\r\n" for k, v in fields.items()))
 
     # asyncio thread (or the constructor)
 
@@ -336,7 +283,7 @@ class Call:
             if self.finished:
                 return
             self.finished = True
-        self.send_control(CONTROL_END, str(ended.status), ended.conversation_id or "", end_reason(ended))
+        self.send_control(Control.END, str(ended.status), ended.conversation_id or "", end_reason(ended))
         self.stats.records(self.clock.pop())
         self.stats.settle(float("inf"))
         self._event(
@@ -344,8 +291,9 @@ class Call:
             Status=ended.status,
             FramesIn=self.frames_in,
             CallerAudioDroppedBytes=self.uplink.counters["overflowed"],
-            Interruptions=self.interruptions,
-            Underruns=self.underruns,
+            Interruptions=self.stats.interruptions,
+            Underruns=self.downlink.underruns,
+            AgentAudioDroppedFrames=self.downlink.overflow_frames,
             **self.stats.ami_headers(),
         )
         self._forget(self)  # the doorbell's reader goes first

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import logging
 import re
 import ssl
@@ -53,6 +54,9 @@ __all__ = [
 log = logging.getLogger("pyconvai.client")
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # the server's own maximum (protocol doc §2)
+#: Received messages buffered before websockets stops reading the socket: with 16 MiB
+#: messages its default (16) would let one connection hold 256 MiB.
+MAX_QUEUED_MESSAGES = 4
 CLOSE_TIMEOUT = 2.0
 PING_INTERVAL = 20.0
 PING_TIMEOUT = 20.0
@@ -164,9 +168,30 @@ def _body_excerpt(response: httpx.Response, api_key: str) -> str:
     return summary[:_EXCERPT]
 
 
+def is_loopback(url: str) -> bool:
+    """Whether ``url`` names this machine (127.0.0.0/8, ::1 or localhost)."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def require_encryption(url: str, what: str) -> None:
+    """Refuse a clear-text URL (http, ws) unless it stays on this machine: the API key and
+    the signed URL's token would otherwise cross the network readable."""
+    if url.startswith(("https://", "wss://")) or is_loopback(url):
+        return
+    raise ConnectFailed(f"{what} {redact_url(url)} is not encrypted (https:// or wss:// is required "
+                        "beyond this machine)")
+
+
 async def _signed_url(
     http: httpx.AsyncClient, endpoint: str, agent_id: str, api_key: str
 ) -> str:
+    require_encryption(endpoint, "signed URL endpoint")
     try:
         response = await http.get(
             endpoint, params={"agent_id": agent_id}, headers={"xi-api-key": api_key}
@@ -188,6 +213,7 @@ async def _signed_url(
         url = None
     if not isinstance(url, str) or not url.startswith(("ws://", "wss://")):
         raise ConnectFailed("signed URL: response has no usable signed_url")
+    require_encryption(url, "signed URL")
     return url
 
 
@@ -204,6 +230,7 @@ async def _open_websocket(url: str, ssl_context: ssl.SSLContext) -> ClientConnec
             url,
             compression=None,
             max_size=MAX_MESSAGE_BYTES,
+            max_queue=MAX_QUEUED_MESSAGES,
             open_timeout=None,  # the caller bounds the whole attempt
             ping_interval=PING_INTERVAL,
             ping_timeout=PING_TIMEOUT,

@@ -1,4 +1,4 @@
-"""Per-call settings from the module (strings) to typed settings.
+"""Per-call settings: from the module's strings to typed, validated settings.
 
 The module parses elevenlabs.conf with Asterisk's config framework, evaluates
 the dialplan expressions on the channel's thread, and hands each call a flat
@@ -12,20 +12,46 @@ the dialplan expressions on the channel's thread, and hands each call a flat
 - ``override:<field>``: an override the agent allows (first_message, prompt,
   language, voice_id).
 
-This is the one place that reads it.
+This is the one place that reads it. The defaults and ranges mirror
+elevenlabs.conf's (``convai_agent_ranges`` in csrc/convai_config.c), which
+has already checked every value; ``SessionSettings`` checks again for
+callers that are not the module (tests, tools). Pure, any thread.
 """
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from .session import DEFAULT_SIGNED_URL_ENDPOINT, SessionSettings
+DEFAULT_SIGNED_URL_ENDPOINT = "https://api.elevenlabs.io/v1/convai/conversation/get-signed-url"
 
 DEFAULT_GOODBYE_MESSAGE = (
     "The maximum duration of this call has been reached. Tell the caller briefly and say goodbye."
 )
+
+@dataclass(frozen=True)
+class Range:
+    """A numeric option of elevenlabs.conf: the module's key for it, its default and limits."""
+
+    conf_name: str
+    default: int
+    min: int
+    max: int
+
+    def check(self, key: str, value: float) -> None:
+        if not self.min <= value <= self.max:
+            raise ValueError(f"{key} must be {self.min}..{self.max}, got {value:g}")
+
+
+#: Mirror of convai_agent_ranges (csrc/convai_config.c); tests/unit/test_config.py compares them.
+RANGES = {
+    "buffer_ms": Range("elevenlabs_audio_frames_buffer_ms", 240, 20, 1000),
+    "max_connection_attempts": Range("max_connection_attempts", 3, 1, 10),
+    "connection_timeout_seconds": Range("connection_timeout_seconds", 10, 1, 60),
+    "max_call_duration_seconds": Range("max_call_duration_seconds", 0, 0, 86400),
+}
 
 # Where each override goes in conversation_config_override.
 _OVERRIDE_PATHS = {
@@ -34,6 +60,37 @@ _OVERRIDE_PATHS = {
     "language": ("agent", "language"),
     "voice_id": ("tts", "voice_id"),
 }
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """Per-call settings; validated on construction (ValueError)."""
+
+    agent_name: str
+    agent_id: str
+    api_key: str | None = field(default=None, repr=False)
+    signed_url_endpoint: str = DEFAULT_SIGNED_URL_ENDPOINT
+    buffer_ms: int = RANGES["buffer_ms"].default
+    max_connection_attempts: int = RANGES["max_connection_attempts"].default
+    connection_timeout_seconds: float = float(RANGES["connection_timeout_seconds"].default)
+    dynamic_variables: Mapping[str, Any] = field(default_factory=dict)
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # conversation_config_override
+    user_id: str | None = None
+    ssl_context: ssl.SSLContext | None = None
+    debug: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.agent_id:
+            raise ValueError("agent_id is required")
+        RANGES["buffer_ms"].check("buffer_ms", self.buffer_ms)
+        RANGES["max_connection_attempts"].check("max_connection_attempts", self.max_connection_attempts)
+        if not self.connection_timeout_seconds > 0:  # fractions are fine for tests and tools
+            raise ValueError("connection_timeout_seconds must be positive")
+        if not self.signed_url_endpoint.startswith(("https://", "http://")):
+            raise ValueError("signed_url_endpoint must be an http(s) URL")
+        ctx = self.ssl_context
+        if ctx is not None and (ctx.verify_mode != ssl.CERT_REQUIRED or not ctx.check_hostname):
+            raise ValueError("ssl_context must verify certificates and host names")
 
 
 class SettingsError(ValueError):
@@ -48,10 +105,11 @@ class CallLimits:
     goodbye_message: str = DEFAULT_GOODBYE_MESSAGE
 
 
-def _int(settings: Mapping[str, str], key: str, default: int) -> int:
+def _int(settings: Mapping[str, str], key: str) -> int:
+    """A numeric setting; its elevenlabs.conf default when the module did not pass it."""
     raw = settings.get(key, "")
     if raw == "":
-        return default
+        return RANGES[key].default
     try:
         return int(raw)
     except ValueError:
@@ -93,9 +151,9 @@ def session_settings(settings: Mapping[str, str]) -> SessionSettings:
             agent_id=agent_id,
             api_key=settings.get("api_key") or None,
             signed_url_endpoint=settings.get("signed_url_endpoint") or DEFAULT_SIGNED_URL_ENDPOINT,
-            buffer_ms=_int(settings, "buffer_ms", 240),
-            max_connection_attempts=_int(settings, "max_connection_attempts", 3),
-            connection_timeout_seconds=float(_int(settings, "connection_timeout_seconds", 10)),
+            buffer_ms=_int(settings, "buffer_ms"),
+            max_connection_attempts=_int(settings, "max_connection_attempts"),
+            connection_timeout_seconds=float(_int(settings, "connection_timeout_seconds")),
             dynamic_variables=dynamic_variables,
             overrides=overrides(settings),
             user_id=settings.get("user_id") or None,
@@ -107,6 +165,6 @@ def session_settings(settings: Mapping[str, str]) -> SessionSettings:
 
 def call_limits(settings: Mapping[str, str]) -> CallLimits:
     return CallLimits(
-        max_duration_seconds=_int(settings, "max_call_duration_seconds", 0),
+        max_duration_seconds=_int(settings, "max_call_duration_seconds"),
         goodbye_message=settings.get("max_call_duration_message") or DEFAULT_GOODBYE_MESSAGE,
     )

@@ -1,65 +1,81 @@
-"""Agent audio queue: event_id-tagged chunks in, 20 ms frames out.
+"""Agent audio on its way to the channel thread: one :class:`Downlink` per call.
 
-Threads: the asyncio thread produces (:meth:`PlaybackQueue.add`,
-:meth:`~PlaybackQueue.interrupt`, :meth:`~PlaybackQueue.configure`,
-:meth:`~PlaybackQueue.finish`); the playback timing thread, and the asyncio
-thread when audio arrives, consume (:meth:`~PlaybackQueue.transfer`,
-:meth:`~PlaybackQueue.pop_frame`). Every public method takes the queue's lock,
-so any mix of threads is safe.
+The path reads as a straight line: protocol -> session -> call -> downlink ->
+ring -> the module's channel thread, which writes one frame per 20 ms tick.
 
-Framing: chunks are appended to one continuous sample stream that is cut into
-frames of exactly 20 ms of the output format. A chunk that ends mid-sample
-(odd PCM length) leaves its extra byte in a carry that the next chunk of the
-same event_id completes; a chunk of another event_id discards that half sample
-so later frames stay sample-aligned. Samples that do not fill a whole frame
-are held until more audio arrives; :meth:`~PlaybackQueue.finish` pads them with
-silence into a last frame (call it when no more audio is coming, e.g. after
-the server closed the conversation).
+:class:`PlaybackQueue` is the pure part (no lock, no thread): event_id-tagged
+chunks in, 20 ms frames out, with the interruption gate. Chunks are appended
+to one continuous sample stream cut into frames of exactly 20 ms of the output
+format. A chunk that ends mid-sample (odd PCM length) leaves its extra byte in
+a carry that the next chunk of the same event_id completes; a chunk of
+another event_id discards that half sample so later frames stay sample-
+aligned. Samples that do not fill a whole frame are held until more audio
+arrives; ``finish()`` pads them with silence into a last frame.
 
 Interruption (docs/elevenlabs-protocol.md §6.4): ``interrupt(M)`` flushes every
 queued frame, held sample and carry byte, then ``add`` drops audio whose
-event_id is strictly below M; audio with event_id == M is the new reply.
+event_id is strictly below M; audio with event_id == M is the new reply. A
+server must not be able to silence a call with one bad id: an M far beyond
+any id its audio has carried is clamped (``MAX_EVENT_ID_JUMP``), and a long
+run of "stale" audio (``RENUMBERED_AFTER_MS``, far more than the few late
+chunks of an interrupted reply) means the ids were renumbered: the gate drops
+to them.
+
+Bounded: at most ``MAX_QUEUED_MS`` of agent audio is held (a server sending
+faster than real time for minutes would otherwise grow the call without
+limit); beyond that the oldest frames are dropped and counted.
+
+:class:`Downlink` owns one call's queue and downlink ring, and is the ring's
+only producer: it keeps the ring ``FRAMES_AHEAD`` frames ahead of the channel
+thread, flushes queue and ring together at a barge-in, counts underruns and
+tells when playback has drained. Threads: the asyncio thread adds audio,
+interrupts and finishes (``Call`` applies the session's events in order);
+the playback thread calls ``tick()`` every 20 ms. One lock orders them, so a
+frame of an interrupted reply can never reach the ring after the flush.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
 import threading
 from collections import deque
-from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 from .protocol import AudioFormat
+from .ring import Ring
+from .wire import FRAME_MS
 
-__all__ = ["Added", "PlaybackCounters", "PlaybackQueue", "FRAME_MS"]
+__all__ = ["FRAMES_AHEAD", "MAX_QUEUED_MS", "Added", "Downlink", "PlaybackQueue"]
 
-FRAME_MS = 20
+log = logging.getLogger("pyconvai.playback")
+
+#: Frames kept in the downlink ring ahead of the channel thread: 500 ms, so that the
+#: channel thread never runs dry while Python waits for the GIL or a CPU under load.
+#: A deep lead costs nothing at a barge-in: the flush discards the ring too.
+FRAMES_AHEAD = 25
+#: Most agent audio held per call (queue and early audio): 60 s, 1.9 MiB at pcm_16000.
+MAX_QUEUED_MS = 60_000
+#: An interruption id this far beyond the newest audio's id is not believed.
+MAX_EVENT_ID_JUMP = 1000
+#: Stale audio, without a chunk accepted in between, that means the ids were renumbered.
+RENUMBERED_AFTER_MS = 5_000
+_EARLY_MAX_BYTES = 48000 * 2 * MAX_QUEUED_MS // 1000  # before the format is known: the widest
 
 
 class Added(enum.IntEnum):
-    """What :meth:`PlaybackQueue.add` did with a chunk (false only when dropped)."""
+    """What :meth:`Downlink.add` did with a chunk (false only when dropped)."""
 
     STALE = 0  # older than the last interruption: dropped
     QUEUED = 1
-    AFTER_SILENCE = 2  # queued when nothing was left to play, here or in the consumer
-
-
-@dataclass(frozen=True, slots=True)
-class PlaybackCounters:
-    """Snapshot of a queue's counters."""
-
-    frames_in: int
-    frames_out: int
-    frames_flushed: int
-    dropped_stale_chunks: int
-    interruptions: int
+    AFTER_SILENCE = 2  # queued when nothing was left to play, in the queue or the ring
 
 
 class PlaybackQueue:
-    """Thread-safe queue of 20 ms agent audio frames with the interruption gate."""
+    """20 ms frames of agent audio with the interruption gate. Not thread-safe: see Downlink."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
+    def __init__(self, logger: logging.Logger | logging.LoggerAdapter = log) -> None:
+        self._log = logger
         self._format: AudioFormat | None = None
         self._frame_bytes = 0
         self._early: list[tuple[bytes, int | None]] = []  # audio added before configure()
@@ -68,154 +84,130 @@ class PlaybackQueue:
         self._carry = b""  # leading bytes of an incomplete sample
         self._stream_id: int | None = None
         self._min_event_id = 0
-        self._flush_hook: Callable[[], None] | None = None
-        self._consumer_empty: Callable[[], bool] = lambda: True
-        self._frames_in = 0
-        self._frames_out = 0
-        self._frames_flushed = 0
-        self._dropped_stale = 0
-        self._interruptions = 0
-
-    # --- producer side (asyncio thread) -------------------------------------------
+        self._newest_event_id: int | None = None  # of the audio accepted so far
+        self._stale_bytes = 0  # dropped as stale since the last chunk accepted
+        self._stale_chunks = 0
+        self.overflow_frames = 0  # dropped, oldest first, beyond MAX_QUEUED_MS
 
     def configure(self, fmt: AudioFormat) -> None:
         """Set the output format and frame the audio added before; a new format is a ValueError."""
-        with self._lock:
-            if self._format is not None:
-                if fmt != self._format:
-                    raise ValueError(f"playback already configured for {self._format}")
-                return
-            self._format = fmt
-            self._frame_bytes = fmt.frame_bytes(FRAME_MS)
-            early, self._early = self._early, []
-            for audio, event_id in early:
-                self._append(audio, event_id)
+        if self._format is not None:
+            if fmt != self._format:
+                raise ValueError(f"playback already configured for {self._format}")
+            return
+        self._format = fmt
+        self._frame_bytes = fmt.frame_bytes(FRAME_MS)
+        early, self._early = self._early, []
+        for audio, event_id in early:
+            self._append(audio, event_id)
 
-    def add(self, audio: bytes, event_id: int | None) -> Added:
-        """Queue agent audio; STALE (false, and counted) when event_id is older than the last
-        interruption. ``event_id`` None (legacy audio shape) is never stale.
+    def add(self, audio: bytes, event_id: int | None) -> bool:
+        """Queue agent audio; False (dropped) when event_id is older than the last interruption.
+        ``event_id`` None (legacy audio shape) is never stale."""
+        if event_id is not None and event_id < self._min_event_id:
+            self._stale_bytes += len(audio)
+            self._stale_chunks += 1
+            if not self._renumbered():
+                return False
+            self._log.warning("audio event ids restarted at %d below the interruption gate %d: following them",
+                        event_id, self._min_event_id)
+            self._min_event_id = event_id
+        self._stale_bytes = self._stale_chunks = 0
+        if event_id is not None:
+            self._newest_event_id = max(event_id, self._newest_event_id or event_id)
+        if self._format is None:
+            self._early.append((audio, event_id))
+            while sum(len(chunk) for chunk, _ in self._early) > _EARLY_MAX_BYTES:
+                self._early.pop(0)
+        else:
+            self._append(audio, event_id)
+            self._trim()
+        return True
 
-        AFTER_SILENCE is decided under the lock, where no frame can move to the consumer:
-        exact, with no race against the playback thread.
-        """
-        with self._lock:
-            if event_id is not None and event_id < self._min_event_id:
-                self._dropped_stale += 1
-                return Added.STALE
-            silent = not self._frames and not self._early and self._consumer_empty()
-            if self._format is None:
-                self._early.append((audio, event_id))
-            else:
-                self._append(audio, event_id)
-            return Added.AFTER_SILENCE if silent else Added.QUEUED
+    def stale_since_accepted(self) -> tuple[int, int]:
+        """Chunks and bytes dropped as stale since audio was last accepted."""
+        return self._stale_chunks, self._stale_bytes
+
+    def _renumbered(self) -> bool:
+        """More stale audio in a row than an interrupted reply ever leaves behind."""
+        rate = self._format.frame_bytes(1000) if self._format else 32000
+        return self._stale_bytes * 1000 >= RENUMBERED_AFTER_MS * rate
+
+    def _trim(self) -> None:
+        excess = len(self._frames) - MAX_QUEUED_MS // FRAME_MS
+        for _ in range(excess):
+            self._frames.popleft()
+        if excess > 0:
+            self.overflow_frames += excess
 
     def interrupt(self, event_id: int | None) -> int:
         """Flush everything queued, raise the gate to ``event_id``; return complete frames dropped.
+        ``event_id`` None flushes only."""
+        dropped = len(self._frames)
+        self._frames.clear()
+        self._early.clear()
+        self._partial = b""
+        self._carry = b""
+        self._stream_id = None
+        if event_id is not None:
+            self._min_event_id = max(self._min_event_id, self._believable(event_id))
+        return dropped
 
-        The flush hook runs inside the lock, so the consumer cannot move a stale
-        frame between the flush and the hook. ``event_id`` None flushes only.
-        """
-        with self._lock:
-            dropped = len(self._frames)
-            self._frames.clear()
-            self._early.clear()
-            self._partial = b""
-            self._carry = b""
-            self._stream_id = None
-            if event_id is not None:
-                self._min_event_id = max(self._min_event_id, event_id)
-            self._frames_flushed += dropped
-            self._interruptions += 1
-            if self._flush_hook is not None:
-                self._flush_hook()
-            return dropped
+    @property
+    def gate(self) -> int:
+        """Audio with an event_id below this is stale."""
+        return self._min_event_id
+
+    def _believable(self, event_id: int) -> int:
+        """An interruption id, unless it is far beyond every id audio has carried: then the
+        id after the newest, which still drops the interrupted reply and keeps the call alive."""
+        newest = self._newest_event_id
+        if newest is not None and event_id > newest + MAX_EVENT_ID_JUMP:
+            self._log.warning("interruption event_id %d is far beyond the newest audio's %d: gating at %d",
+                        event_id, newest, newest + 1)
+            return newest + 1
+        return event_id
 
     def finish(self) -> bool:
         """Pad held samples with silence into one last frame; True if a frame was emitted."""
-        with self._lock:
-            self._carry = b""
-            if self._format is None or not self._partial:
-                return False
-            pad = self._frame_bytes - len(self._partial)
-            self._frames.append(self._partial + bytes([self._format.silence_byte]) * pad)
-            self._partial = b""
-            self._frames_in += 1
-            return True
-
-    def set_flush_hook(self, hook: Callable[[], None] | None) -> None:
-        """Install the callable run (under the lock) on every interrupt, e.g. the ring's discard."""
-        with self._lock:
-            self._flush_hook = hook
-
-    def set_consumer_empty(self, probe: Callable[[], bool]) -> None:
-        """Install the callable telling (under the lock) whether the frames already handed
-        on by ``transfer`` have all been played, e.g. the ring is empty."""
-        with self._lock:
-            self._consumer_empty = probe
-
-    # --- consumer side (playback thread, asyncio thread) -----------------------------
+        self._carry = b""
+        if self._format is None or not self._partial:
+            return False
+        pad = self._frame_bytes - len(self._partial)
+        self._frames.append(self._partial + bytes([self._format.silence_byte]) * pad)
+        self._partial = b""
+        return True
 
     def transfer(self, push: Callable[[bytes], bool], max_frames: int) -> int:
         """Offer frames in order to ``push`` until it returns False or ``max_frames`` moved.
-
-        Runs under the lock: ``push`` must be quick and must not call back into
-        this queue. A frame is removed only after ``push`` accepted it.
-        """
+        A frame is removed only after ``push`` accepted it."""
         moved = 0
-        with self._lock:
-            frames = self._frames
-            while moved < max_frames and frames and push(frames[0]):
-                frames.popleft()
-                moved += 1
-            self._frames_out += moved
+        frames = self._frames
+        while moved < max_frames and frames and push(frames[0]):
+            frames.popleft()
+            moved += 1
         return moved
-
-    def pop_frame(self) -> bytes | None:
-        """Remove and return the next 20 ms frame, or None when none is ready."""
-        with self._lock:
-            if not self._frames:
-                return None
-            self._frames_out += 1
-            return self._frames.popleft()
-
-    # --- queries ----------------------------------------------------------------
 
     @property
     def format(self) -> AudioFormat | None:
         return self._format
 
     @property
-    def queued_frames(self) -> int:
-        """Complete frames ready to play."""
-        with self._lock:
-            return len(self._frames)
+    def idle(self) -> bool:
+        """No frame queued and no audio waiting for the format."""
+        return not self._frames and not self._early
 
     @property
-    def flushes(self) -> int:
-        """Interruptions so far: a change tells the consumer its queue was flushed."""
-        with self._lock:
-            return self._interruptions
+    def queued_frames(self) -> int:
+        """Complete frames ready to play."""
+        return len(self._frames)
 
     @property
     def queued_ms(self) -> int:
         """Playable audio held, in ms, counting held samples as the frame finish() would make."""
-        with self._lock:
-            if self._format is None:
-                return 0
-            return (len(self._frames) + (1 if self._partial else 0)) * FRAME_MS
-
-    @property
-    def counters(self) -> PlaybackCounters:
-        with self._lock:
-            return PlaybackCounters(
-                frames_in=self._frames_in,
-                frames_out=self._frames_out,
-                frames_flushed=self._frames_flushed,
-                dropped_stale_chunks=self._dropped_stale,
-                interruptions=self._interruptions,
-            )
-
-    # --- internals (lock held) ----------------------------------------------------
+        if self._format is None:
+            return 0
+        return (len(self._frames) + (1 if self._partial else 0)) * FRAME_MS
 
     def _append(self, audio: bytes, event_id: int | None) -> None:
         assert self._format is not None
@@ -227,6 +219,131 @@ class PlaybackQueue:
         fb = self._frame_bytes
         whole = aligned // fb * fb
         self._frames.extend(data[i : i + fb] for i in range(0, whole, fb))
-        self._frames_in += whole // fb
         self._partial = data[whole:aligned]
         self._carry = data[aligned:]
+
+
+class Downlink:
+    """One call's agent audio: the queue, the downlink ring and the lead kept in it.
+
+    ``wake`` wakes the channel thread; it is called when audio reaches an empty
+    ring, which may mean a channel thread that stopped at its last tick, so
+    that playback after silence starts at once, not at the next tick.
+    """
+
+    def __init__(self, ring: Ring, wake: Callable[[], None], frames_ahead: int = FRAMES_AHEAD,
+                 logger: logging.Logger | logging.LoggerAdapter = log) -> None:
+        self._ring = ring
+        self._wake = wake
+        self._frames_ahead = frames_ahead
+        self._log = logger  # the call's: its lines name the agent and conversation
+        self._lock = threading.Lock()  # the queue and the ring's producer side
+        self._queue = PlaybackQueue(logger)
+        self._frame_bytes = 0
+        self._fed = False  # the last tick found the ring fed (frames there, or moved)
+        self._flushed = False  # interrupted since the last tick
+        self.underruns = 0
+        self.stale_chunks = 0
+
+    # asyncio thread
+
+    def configure(self, fmt: AudioFormat) -> None:
+        with self._lock:
+            self._queue.configure(fmt)
+            self._frame_bytes = fmt.frame_bytes(FRAME_MS)
+            self._top_up()
+
+    def add(self, audio: bytes, event_id: int | None) -> Added:
+        """Queue agent audio and top the ring up. AFTER_SILENCE is decided under the lock,
+        where no frame can move to the ring: exact, with no race against the playback thread."""
+        with self._lock:
+            silent = self._queue.idle and self._ring.used == 0
+            late_chunks, late_bytes = self._queue.stale_since_accepted()
+            overflowed = self._queue.overflow_frames
+            if not self._queue.add(audio, event_id):
+                self.stale_chunks += 1
+                return Added.STALE
+            self._top_up()
+        if late_chunks:
+            self._log.info("dropped %d late chunks (%d ms) of an interrupted reply", late_chunks,
+                           late_bytes * FRAME_MS // max(1, self._frame_bytes))
+        if self._queue.overflow_frames and not overflowed:
+            self._log.warning("the agent sent more than %d s of audio ahead of playback: dropping the oldest",
+                              MAX_QUEUED_MS // 1000)
+        return Added.AFTER_SILENCE if silent else Added.QUEUED
+
+    def interrupt(self, event_id: int | None) -> int:
+        """Barge-in: flush queue and ring at once, gate older audio; return the frames that
+        will now never play (queued here or waiting in the ring)."""
+        with self._lock:
+            dropped = self._queue.interrupt(event_id)
+            ringed = self._ring.discard()
+            self._flushed = True
+            return dropped + (ringed // self._frame_bytes if self._frame_bytes else 0)
+
+    def finish(self) -> None:
+        """No more audio is coming: pad the last partial frame so that it plays too."""
+        with self._lock:
+            self._queue.finish()
+            self._top_up()
+
+    # playback thread
+
+    def tick(self) -> None:
+        """Keep the ring FRAMES_AHEAD frames ahead; count underruns.
+
+        An underrun: the ring ran dry while audio waited here, and it had been fed
+        since the last flush. After a flush the ring is empty by design.
+        """
+        with self._lock:
+            ahead, moved = self._top_up()
+            if ahead == 0 and moved and self._fed and not self._flushed:
+                self.underruns += 1
+            self._fed = bool(ahead or moved)
+            self._flushed = False
+
+    # any thread
+
+    @property
+    def frame_bytes(self) -> int:
+        return self._frame_bytes
+
+    @property
+    def overflow_frames(self) -> int:
+        """Frames dropped, oldest first, because more than MAX_QUEUED_MS was held."""
+        return self._queue.overflow_frames
+
+    @property
+    def ring_position(self) -> int:
+        """Bytes pushed into the ring so far: the stream position the next frame will have."""
+        return self._ring.pushed
+
+    @property
+    def drained(self) -> bool:
+        """Nothing left to play: the queue is empty and the ring holds no whole frame."""
+        with self._lock:
+            return self._queue.queued_frames == 0 and self._ring.used < max(1, self._frame_bytes)
+
+    @property
+    def queued_ms(self) -> int:
+        """Audio still to play, here and in the ring."""
+        with self._lock:
+            ringed = self._ring.used // self._frame_bytes if self._frame_bytes else 0
+            return self._queue.queued_ms + ringed * FRAME_MS
+
+    def _top_up(self) -> tuple[int, int]:
+        """Lock held: fill the ring up to the lead; returns (frames there before, moved).
+
+        A ring read as empty can only have filled since through the other
+        thread's top-up, which then woke the channel thread too; a spare wake
+        costs one loop turn.
+        """
+        if not self._frame_bytes:
+            return 0, 0
+        ahead = self._ring.used // self._frame_bytes
+        if ahead >= self._frames_ahead:
+            return ahead, 0
+        moved = self._queue.transfer(self._ring.push, self._frames_ahead - ahead)
+        if moved and not ahead:
+            self._wake()
+        return ahead, moved

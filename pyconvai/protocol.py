@@ -47,6 +47,19 @@ _RAW_EXCERPT = 200
 _METADATA = "conversation_initiation_metadata"
 
 
+#: The audio formats the ElevenLabs Agents WebSocket API names (the module plays all but
+#: pcm_22050, which Asterisk has no format for, and refuses that one clearly).
+FORMATS: tuple[str, ...] = (
+    "ulaw_8000",
+    "pcm_8000",
+    "pcm_16000",
+    "pcm_22050",
+    "pcm_24000",
+    "pcm_44100",
+    "pcm_48000",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class AudioFormat:
     """A headerless mono audio format: ``pcm`` (16-bit LE) or ``ulaw`` (G.711 μ-law)."""
@@ -62,11 +75,11 @@ class AudioFormat:
 
     @classmethod
     def parse(cls, name: str) -> AudioFormat:
-        """Parse ``<pcm|ulaw>_<rate>`` (e.g. ``ulaw_8000``); ValueError otherwise."""
-        encoding, sep, rate = name.partition("_")
-        if sep and rate.isdigit() and encoding in ("pcm", "ulaw") and int(rate) > 0:
-            return cls(encoding, int(rate))
-        raise ValueError(f"unsupported audio format {name!r}")
+        """Parse one of :data:`FORMATS` (e.g. ``ulaw_8000``); ValueError otherwise."""
+        if name not in FORMATS:
+            raise ValueError(f"unsupported audio format {name!r}")
+        encoding, _, rate = name.partition("_")
+        return cls(encoding, int(rate))
 
     @property
     def name(self) -> str:

@@ -53,6 +53,11 @@ class Ring:
     def used(self) -> int:
         return lib.convai_ring_used(self._ring)
 
+    @property
+    def pushed(self) -> int:
+        """Bytes pushed since allocation: the producer's stream position."""
+        return lib.convai_ring_pushed(self._ring)
+
     def push(self, data: bytes) -> bool:
         """Producer: append all of ``data`` or nothing; False when full."""
         return lib.convai_ring_push(self._ring, data, len(data)) == 0

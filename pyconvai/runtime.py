@@ -17,14 +17,16 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import re
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 
-from . import client
+from . import client, wire
 from .call import Call
 from .stats import Totals
+from .wire import one_line
 
 try:  # Provided by the module that embeds us; absent under plain pytest.
     import _convai_host
@@ -33,9 +35,19 @@ except ImportError:  # pragma: no cover - exercised only outside Asterisk
 
 log = logging.getLogger("pyconvai")
 
-FRAME_SECONDS = 0.020
 #: The periodic pump; caller audio normally goes at once, on the uplink's doorbell.
 SWEEP_SECONDS = 0.100
+
+
+_SECRET_PARAMS = re.compile(
+    r"(?i)\b(conversation_signature|signature|token|xi-api-key|xi_api_key|api_key)([=:]\s*)([^&\s'\",]+)")
+_API_KEYS = re.compile(r"\bsk[_-][A-Za-z0-9_-]{6,}")
+
+
+def redact_secrets(line: str) -> str:
+    """A log line with signed-URL tokens and API keys blanked, made one safe line
+    (a traceback under wire debug may quote a URL or a header)."""
+    return one_line(_API_KEYS.sub("sk_***", _SECRET_PARAMS.sub(r"\1\2***", line)))
 
 
 class HostLogHandler(logging.Handler):
@@ -62,7 +74,9 @@ class HostLogHandler(logging.Handler):
         else:
             level = _convai_host.DEBUG
         try:
-            _convai_host.log(level, self.format(record))
+            # A traceback goes line by line: every line Asterisk logs is one safe line.
+            for line in self.format(record).splitlines() or [""]:
+                _convai_host.log(level, redact_secrets(line))
         except Exception:  # noqa: BLE001 - logging must never raise into callers
             self.handleError(record)
 
@@ -107,8 +121,14 @@ class Runtime:
             self.loop.remove_reader(call.doorbell_fd)
         with self.calls_lock:
             self.calls.pop(id(call), None)
-            self.totals.add(call.stats, call.frames_in, call.underruns, call.interruptions,
-                            call.uplink.counters["overflowed"])
+            self.totals.add(call.stats, call.frames_in, call.downlink.underruns, call.uplink.counters["overflowed"])
+            self.publish_metrics()
+
+    def publish_metrics(self) -> None:
+        """Hand the module the counters' text (calls_lock held): a Prometheus scrape reads
+        that copy and never waits for the GIL. They change only when a call ends."""
+        if _convai_host is not None:
+            _convai_host.set_metrics(self.totals.prometheus())
 
     def _for_each_call(self, action: Callable[[Call], None], what: str) -> None:
         """Run ``action`` on every live call; one failing call must not stop the others."""
@@ -129,6 +149,7 @@ class Runtime:
         doorbell announces (before the conversation starts, or with no eventfd)."""
         next_tick = self.loop.time()
         while not self._stopping.is_set():
+            _follow_host_debug()
             self._for_each_call(Call.pump, "caller audio pump")
             next_tick += SWEEP_SECONDS
             await asyncio.sleep(max(0.0, next_tick - self.loop.time()))
@@ -175,7 +196,7 @@ class Runtime:
         next_tick = time.monotonic()
         while not self._stopping.is_set():
             self._for_each_call(Call.playback_tick, "playback")
-            next_tick += FRAME_SECONDS
+            next_tick += wire.FRAME_SECONDS
             delay = next_tick - time.monotonic()
             if delay > 0:
                 self._stopping.wait(delay)
@@ -202,9 +223,14 @@ def _module_status(name: str) -> str:
 # Entry points called by csrc/embed.c (GIL held, no channel lock).
 
 
-def start() -> None:
-    """Start the threads and route logging to Asterisk. Called once at load."""
+def start(wire_version: int = wire.WIRE_VERSION) -> None:
+    """Start the threads and route logging to Asterisk. Called once at load.
+
+    ``wire_version``: the module's CONVAI_WIRE_VERSION; a module built from
+    another version of csrc/convai_wire.h is refused (WireVersionMismatch).
+    """
     global _runtime
+    wire.check_version(wire_version)
     if _runtime is not None:
         return
     root = logging.getLogger("pyconvai")
@@ -217,6 +243,9 @@ def start() -> None:
     threading.excepthook = _log_thread_exception
     client.default_tls_context()  # built now, not during the first call
     _runtime = Runtime()
+    _follow_host_debug()
+    with _runtime.calls_lock:
+        _runtime.publish_metrics()
     _runtime.start()
 
 
@@ -228,6 +257,13 @@ def stop(timeout: float) -> bool:
 def set_debug(on: bool) -> None:
     HostLogHandler.debug_all = bool(on)
     client.set_wire_debug(bool(on))
+
+
+def _follow_host_debug() -> None:
+    """"elevenlabs debug on|off" is a flag in the module, read here on the sweep: the CLI
+    and reload threads never wait for the GIL to set it."""
+    if _convai_host is not None and _convai_host.debug() != HostLogHandler.debug_all:
+        set_debug(_convai_host.debug())
 
 
 def start_call(settings: Mapping[str, str], uplink: int, downlink: int, control: int, clock: int,
@@ -263,7 +299,8 @@ def describe_calls() -> str:
         latency = call.stats.last_latency_ms
         lines.append(
             f"{call.channel:<40} {call.agent:<16} {call.conversation_id or '-':<30} {now - call.started_at:5.0f} "
-            f"{call.frames_in:8d} {call.stats.frames_written:9d} {call.underruns:9d} {call.interruptions:10d} "
+            f"{call.frames_in:8d} {call.stats.frames_written:9d} {call.downlink.underruns:9d} "
+            f"{call.stats.interruptions:10d} "
             f"{'-' if latency is None else f'{latency:.0f} ms':>8}"
         )
     lines.append(f"{len(calls)} call(s)")
@@ -271,7 +308,7 @@ def describe_calls() -> str:
 
 
 def metrics() -> str:
-    """pyconvai's counters for res_prometheus and "elevenlabs show metrics"."""
+    """pyconvai's counters, as the module last received them (publish_metrics)."""
     if _runtime is None:
         return ""
     with _runtime.calls_lock:

@@ -1,10 +1,14 @@
-"""One ConvAI conversation: connect, stream caller audio, queue agent audio, end cleanly.
+"""One ConvAI conversation: connect, stream caller audio, hand agent audio on, end cleanly.
+
+Asyncio orchestration only: the protocol is :mod:`pyconvai.protocol` (sans-I/O),
+the socket :mod:`pyconvai.client`, caller chunking :mod:`pyconvai.chunker`,
+how a close maps to a status :mod:`pyconvai.outcome`. What happens reaches the
+listener as :mod:`pyconvai.events`, in order; agent audio and interruptions
+among them, which the call applies to its downlink.
 
 Threads: a :class:`Session` lives on the asyncio thread. :meth:`Session.run`,
 :meth:`Session.feed_caller_audio` and the listener run there;
-:meth:`Session.hangup` may be called from any thread; ``session.playback`` is
-a thread-safe :class:`~pyconvai.playback.PlaybackQueue` drained by the
-playback timing thread.
+:meth:`Session.hangup` may be called from any thread.
 
 Contract of :meth:`Session.run`: it never raises for network or server
 conditions and never hangs. Connecting is bounded by
@@ -14,8 +18,7 @@ dead socket by the WebSocket keepalive (~40 s) and closing by
 ``client.CLOSE_TIMEOUT``. It returns a :class:`SessionEnded`:
 
 * ``AGENT_ENDED``: the server closed with 1000 (end_call, max duration...).
-  Queued agent audio stays in ``playback`` (its last partial frame padded by
-  ``finish()``) for the runtime to play out.
+  The agent audio already emitted is for the listener to play out.
 * ``CALLER_HANGUP``: :meth:`hangup` was called; the socket was closed with 1000.
 * ``CONFIG_ERROR``: close 1008 (bad override, unknown agent, missing dynamic
   variable...) or an unusable audio format. Do not retry.
@@ -32,17 +35,28 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import ssl
 import threading
 import time
 import weakref
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from . import client
+from .chunker import CallerChunker
 from .client import ConnectFailed, Connection, ConnectionEnded
-from .playback import Added, PlaybackQueue
+from .config import SessionSettings
+from .events import (
+    AgentAudioReceived,
+    AgentCorrection,
+    CallerAudioSent,
+    ConversationStarted,
+    FormatsNegotiated,
+    InterruptionReceived,
+    ToolCall,
+    Transcript,
+)
+from .outcome import ClosedBy, EndStatus, SessionEnded, closed
 from .protocol import (
     AgentAudio,
     AgentResponse,
@@ -63,31 +77,13 @@ from .protocol import (
     VadScore,
 )
 
-__all__ = [
-    "DEFAULT_SIGNED_URL_ENDPOINT",
-    "AgentAudioQueued",
-    "AgentCorrection",
-    "CallerAudioSent",
-    "ConversationStarted",
-    "EndStatus",
-    "FormatsNegotiated",
-    "InterruptionHappened",
-    "Session",
-    "SessionCounters",
-    "SessionEnded",
-    "SessionSettings",
-    "SessionState",
-    "ToolCall",
-    "Transcript",
-    "VadScore",
-]
+__all__ = ["Session", "SessionCounters", "SessionState"]
 
 log = logging.getLogger("pyconvai.session")
 
-DEFAULT_SIGNED_URL_ENDPOINT = "https://api.elevenlabs.io/v1/convai/conversation/get-signed-url"
-EARLY_CALLER_MS = 300  # caller audio kept while waiting for the metadata
-_EARLY_CALLER_CAP = AudioFormat("pcm", 48000).frame_bytes(EARLY_CALLER_MS)  # widest format
 _MAX_AUDIO_BACKLOG_MS = 2000  # caller audio waiting for a slow socket before dropping
+_MAX_CONTROL_BACKLOG = 64  # messages waiting for the socket before pongs are shed
+_PONG_PREFIX = '{"type":"pong"'
 _PROTOCOL_WARNINGS = 10  # protocol errors logged at WARNING, the rest at DEBUG
 _END_LOG_LEVEL = {"FAILED": logging.WARNING, "CONFIG_ERROR": logging.ERROR}
 _UNSUPPORTED_TOOL = "Client tool {!r} is not supported by app_elevenlabs_convai"
@@ -102,128 +98,6 @@ class SessionState(enum.Enum):
     ENDED = "ended"
 
 
-class EndStatus(enum.StrEnum):
-    AGENT_ENDED = "AGENT_ENDED"
-    CALLER_HANGUP = "CALLER_HANGUP"
-    FAILED = "FAILED"
-    CONFIG_ERROR = "CONFIG_ERROR"
-
-
-@dataclass(frozen=True)
-class SessionSettings:
-    """Per-call settings; validated on construction (ValueError)."""
-
-    agent_name: str
-    agent_id: str
-    api_key: str | None = field(default=None, repr=False)
-    signed_url_endpoint: str = DEFAULT_SIGNED_URL_ENDPOINT
-    buffer_ms: int = 240
-    max_connection_attempts: int = 3
-    connection_timeout_seconds: float = 10.0
-    dynamic_variables: Mapping[str, Any] = field(default_factory=dict)
-    overrides: Mapping[str, Any] = field(default_factory=dict)  # conversation_config_override
-    user_id: str | None = None
-    ssl_context: ssl.SSLContext | None = None
-    debug: bool = False
-
-    def __post_init__(self) -> None:
-        if not self.agent_id:
-            raise ValueError("agent_id is required")
-        if not 20 <= self.buffer_ms <= 1000:
-            raise ValueError(f"buffer_ms must be 20..1000, got {self.buffer_ms}")
-        if self.max_connection_attempts < 1:
-            raise ValueError("max_connection_attempts must be at least 1")
-        if not self.connection_timeout_seconds > 0:
-            raise ValueError("connection_timeout_seconds must be positive")
-        if not self.signed_url_endpoint.startswith(("https://", "http://")):
-            raise ValueError("signed_url_endpoint must be an http(s) URL")
-        ctx = self.ssl_context
-        if ctx is not None and (ctx.verify_mode != ssl.CERT_REQUIRED or not ctx.check_hostname):
-            raise ValueError("ssl_context must verify certificates and host names")
-
-
-# --- listener events (asyncio thread) --------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class FormatsNegotiated:
-    """The agent's formats; ``session.playback`` is already configured for output_format."""
-
-    input_format: AudioFormat
-    output_format: AudioFormat
-
-
-@dataclass(frozen=True, slots=True)
-class ConversationStarted:
-    conversation_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class Transcript:
-    role: Literal["user", "agent"]
-    text: str
-    final: bool
-    event_id: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class AgentCorrection:
-    """What the agent actually said before it was interrupted."""
-
-    original: str
-    corrected: str
-    event_id: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class AgentAudioQueued:
-    """Agent audio was accepted into ``playback`` (``received_at``: time.monotonic());
-    ``after_silence``: nothing was left to play when it came."""
-
-    event_id: int | None
-    size: int
-    received_at: float
-    after_silence: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class CallerAudioSent:
-    """A caller audio chunk went to the socket.
-
-    ``stream_end``: bytes of caller audio fed to the session up to the end of
-    this chunk (feed_caller_audio's running total); ``sent_at``: time.monotonic().
-    """
-
-    stream_end: int
-    sent_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class InterruptionHappened:
-    event_id: int | None
-    dropped_frames: int
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCall:
-    """A client tool call (answered with an error) or an agent tool result (``end_call``...)."""
-
-    name: str
-    tool_call_id: str
-    source: Literal["client", "agent"]
-    parameters: Mapping[str, Any]
-    is_error: bool
-
-
-@dataclass(frozen=True, slots=True)
-class SessionEnded:
-    status: EndStatus
-    reason: str
-    conversation_id: str | None
-    close_code: int | None = None
-    close_reason: str | None = None
-
-
 @dataclass
 class SessionCounters:
     """Per-call statistics, updated on the asyncio thread."""
@@ -234,9 +108,8 @@ class SessionCounters:
     caller_bytes_dropped: int = 0
     user_chunks_sent: int = 0
     pings: int = 0
+    pongs_shed: int = 0
     last_ping_ms: int | None = None
-    interruptions: int = 0
-    stale_chunks_dropped: int = 0
     protocol_errors: int = 0
     server_errors: int = 0
     connect_seconds: float | None = None
@@ -268,7 +141,6 @@ class Session:
         self, settings: SessionSettings, listener: Callable[[object], None] | None = None
     ) -> None:
         self.settings = settings
-        self.playback = PlaybackQueue()
         self.counters = SessionCounters()
         self.conversation_id: str | None = None
         self.input_format: AudioFormat | None = None
@@ -290,11 +162,8 @@ class Session:
         self._wake = asyncio.Event()
         self._control_out: deque[str] = deque()
         self._audio_out: deque[tuple[str, int]] = deque()  # (message, caller stream end)
-        self._caller_fed = 0  # bytes given to feed_caller_audio
         self._max_audio_backlog = max(4, _MAX_AUDIO_BACKLOG_MS // settings.buffer_ms)
-        self._early_caller = bytearray()
-        self._caller_buf = bytearray()
-        self._chunk_bytes = 0
+        self._chunker = CallerChunker(settings.buffer_ms)
         self._server_error: ServerError | None = None
         self._goodbye_reason: str | None = None
         self._goodbye_task: asyncio.Task[None] | None = None
@@ -351,34 +220,20 @@ class Session:
         Sent in chunks of ``buffer_ms``. Before the metadata at most the last
         ~300 ms is kept; after the session stops being active audio is ignored.
         """
-        self._caller_fed += len(data)
-        self._accept_caller_audio(data)
+        if self._state in (SessionState.CONNECTING, SessionState.ACTIVE):
+            self._send_caller_chunks(self._chunker.feed(data))
 
     @property
     def caller_bytes_wanted(self) -> int | None:
         """Caller audio bytes that complete the next chunk; None while no chunk is built."""
-        if self._state is not SessionState.ACTIVE or not self._chunk_bytes:
-            return None
-        return self._chunk_bytes - len(self._caller_buf)
-
-    def _accept_caller_audio(self, data: bytes) -> None:
-        if self._state is SessionState.CONNECTING:
-            early = self._early_caller
-            early += data
-            excess = len(early) - _EARLY_CALLER_CAP
-            if excess > 0:
-                del early[:excess]
-                self.counters.caller_bytes_dropped += excess
-        elif self._state is SessionState.ACTIVE:
-            self._caller_buf += data
-            self._send_caller_chunks()
+        return self._chunker.wanted if self._state is SessionState.ACTIVE else None
 
     def end_with_goodbye(self, message: str, reason: str, timeout: float = GOODBYE_TIMEOUT) -> None:
         """Ask the agent to say goodbye (a ``user_message``), then close with 1000. Asyncio thread.
 
         The socket closes once the agent's answer has stopped arriving for
         ``GOODBYE_QUIET`` seconds, or after ``timeout``; run() then returns
-        AGENT_ENDED with ``reason`` and the goodbye stays queued in ``playback``.
+        AGENT_ENDED with ``reason``; the goodbye was emitted like any agent audio.
         """
         if self._state is not SessionState.ACTIVE or self._goodbye_reason is not None:
             return
@@ -477,13 +332,10 @@ class Session:
             case Metadata():
                 self._on_metadata(event)
             case VadScore(score=score):
-                self._detail("vad score %.2f", score)
+                self.detail("vad score %.2f", score)
                 self._emit(event)
             case Interruption(event_id=event_id):
-                dropped = self.playback.interrupt(event_id)
-                self.counters.interruptions += 1
-                self._detail("interruption event_id=%s: dropped %d frames", event_id, dropped)
-                self._emit(InterruptionHappened(event_id, dropped))
+                self._emit(InterruptionReceived(event_id, time.monotonic()))
             case AgentResponse(text=text, event_id=event_id):
                 self._emit(Transcript("agent", text, True, event_id))
             case AgentResponseCorrection(original=original, corrected=corrected, event_id=eid):
@@ -495,7 +347,7 @@ class Session:
             case ClientToolCall():
                 self._on_client_tool_call(event)
             case AgentToolRequest(tool_name=name, tool_type=tool_type):
-                self._detail("agent tool request %s (%s)", name, tool_type)
+                self.detail("agent tool request %s (%s)", name, tool_type)
             case AgentToolResponse():
                 self._on_agent_tool_response(event)
             case ServerError(code=code, error_type=error_type, message=message):
@@ -503,7 +355,7 @@ class Session:
                 self.counters.server_errors += 1
                 self._log.warning("server error %s (code %s): %s", error_type, code, message)
             case Unknown(type=kind):
-                self._detail("ignoring message type %s", kind)
+                self.detail("ignoring message type %s", kind)
             case ProtocolError():
                 return self._on_protocol_error(event)
         return None
@@ -512,8 +364,6 @@ class Session:
         self.conversation_id = meta.conversation_id
         self.input_format = meta.input_format
         self.output_format = meta.output_format
-        self.playback.configure(meta.output_format)
-        self._chunk_bytes = meta.input_format.frame_bytes(self.settings.buffer_ms)
         if self._state is SessionState.CONNECTING:
             self._state = SessionState.ACTIVE
         self._log.info(
@@ -524,13 +374,7 @@ class Session:
         )
         self._emit(FormatsNegotiated(meta.input_format, meta.output_format))
         self._emit(ConversationStarted(meta.conversation_id))
-        early = self._early_caller
-        keep = meta.input_format.frame_bytes(EARLY_CALLER_MS)
-        if len(early) > keep:
-            self.counters.caller_bytes_dropped += len(early) - keep
-            del early[: len(early) - keep]
-        self._early_caller = bytearray()
-        self._accept_caller_audio(bytes(early))
+        self._send_caller_chunks(self._chunker.start(meta.input_format))
 
     def _on_agent_audio(self, audio: bytes, event_id: int | None) -> None:
         self._last_audio_at = time.monotonic()
@@ -538,12 +382,7 @@ class Session:
         self.counters.audio_bytes_in += len(audio)
         if self.counters.first_audio_seconds is None:
             self.counters.first_audio_seconds = time.monotonic() - self._started
-        added = self.playback.add(audio, event_id)
-        if not added:
-            self.counters.stale_chunks_dropped += 1
-            self._detail("dropped stale audio event_id=%s (%d bytes)", event_id, len(audio))
-        elif audio:
-            self._emit(AgentAudioQueued(event_id, len(audio), time.monotonic(), added is Added.AFTER_SILENCE))
+        self._emit(AgentAudioReceived(audio, event_id, self._last_audio_at))
 
     def _on_client_tool_call(self, call: ClientToolCall) -> None:
         self._protocol.client_tool_result(
@@ -558,7 +397,7 @@ class Session:
             self.end_call_requested = True
             self._log.info("agent is ending the call (end_call)")
         else:
-            self._detail("agent tool %s done (error=%s)", response.tool_name, response.is_error)
+            self.detail("agent tool %s done (error=%s)", response.tool_name, response.is_error)
         self._emit(
             ToolCall(response.tool_name, response.tool_call_id, "agent", {}, response.is_error)
         )
@@ -574,59 +413,59 @@ class Session:
             return self._ending(EndStatus.CONFIG_ERROR, f"unusable {error.description}")
         return None
 
-    def _closed(self, closed: ConnectionEnded) -> SessionEnded:
-        """Map the socket's close to how the conversation ended."""
-        code, why = closed.code, closed.reason
-        self._log.debug("websocket closed: code %s reason %r", code, why)
-        if self._hangup_reason is not None:
-            return self._ending(EndStatus.CALLER_HANGUP, self._hangup_reason, code, why)
-        if self._goodbye_closing:
-            self.playback.finish()
-            return self._ending(EndStatus.AGENT_ENDED, self._goodbye_reason or "goodbye", code, why)
+    def _closed(self, ended: ConnectionEnded) -> SessionEnded:
+        """The socket closed: how the conversation ended follows from what we knew."""
+        self._log.debug("websocket closed: code %s reason %r", ended.code, ended.reason)
         err = self._server_error
-        detail = why or (f"{err.error_type}: {err.message}" if err else "") or "no reason given"
-        kind = err.error_type if err is not None else ""
-        if kind not in ("", "unknown") and kind not in detail:
-            detail = f"{kind}: {detail}"
-        if code == 1000:
-            self.playback.finish()
-            if self.end_call_requested:
-                reason = "agent ended the call"
-            else:
-                reason = f"server closed the conversation: {detail}"
-            return self._ending(EndStatus.AGENT_ENDED, reason, code, why)
-        if code == 1008:
-            reason = f"websocket closed 1008: {detail}"
-            return self._ending(EndStatus.CONFIG_ERROR, reason, code, why)
-        if code is None:
-            when = "mid-call" if self.conversation_id is not None else "before metadata"
-            return self._ending(EndStatus.FAILED, f"connection lost {when}", code, why)
-        return self._ending(EndStatus.FAILED, f"websocket closed {code}: {detail}", code, why)
+        return closed(ClosedBy(
+            code=ended.code,
+            reason=ended.reason,
+            conversation_id=self.conversation_id,
+            hangup=self._hangup_reason,
+            goodbye=(self._goodbye_reason or "goodbye") if self._goodbye_closing else None,
+            end_call_requested=self.end_call_requested,
+            server_error=(err.error_type, err.message) if err is not None else None,
+        ))
 
     # --- sending ------------------------------------------------------------------
 
     def _queue_control(self) -> None:
-        """Move protocol output (init, pongs, tool results) to the priority lane."""
-        messages = self._protocol.messages_to_send()
-        if messages:
-            self._control_out.extend(messages)
-            self._wake.set()
+        """Move protocol output (init, pongs, tool results) to the priority lane.
 
-    def _send_caller_chunks(self) -> None:
-        buf, size = self._caller_buf, self._chunk_bytes
-        while len(buf) >= size:
-            self._protocol.user_audio(bytes(buf[:size]))
-            del buf[:size]
+        A ping flood into a stalled socket must not grow it without bound: past
+        ``_MAX_CONTROL_BACKLOG`` messages the oldest pongs go (a late pong
+        answers nothing anyway); other messages are always kept.
+        """
+        messages = self._protocol.messages_to_send()
+        if not messages:
+            return
+        self._control_out.extend(messages)
+        if len(self._control_out) > _MAX_CONTROL_BACKLOG:
+            excess = len(self._control_out) - _MAX_CONTROL_BACKLOG
+            kept = deque()
+            for message in self._control_out:
+                if excess and message.startswith(_PONG_PREFIX):
+                    excess -= 1
+                    self.counters.pongs_shed += 1
+                else:
+                    kept.append(message)
+            self._control_out = kept
+        self._wake.set()
+
+    def _send_caller_chunks(self, chunks: list[tuple[bytes, int]]) -> None:
+        self.counters.caller_bytes_dropped += self._chunker.dropped
+        self._chunker.dropped = 0
+        for chunk, stream_end in chunks:
+            self._protocol.user_audio(chunk)
             self.counters.user_chunks_sent += 1
-            self.counters.caller_bytes_out += size
-            # The buffer holds the newest unsent bytes, so this chunk ends here in the stream:
+            self.counters.caller_bytes_out += len(chunk)
             for message in self._protocol.messages_to_send():
-                self._audio_out.append((message, self._caller_fed - len(buf)))
+                self._audio_out.append((message, stream_end))
         if not self._audio_out:
             return
         while len(self._audio_out) > self._max_audio_backlog:  # socket stalled: shed oldest
             self._audio_out.popleft()
-            self.counters.caller_bytes_dropped += size
+            self.counters.caller_bytes_dropped += self._chunker.chunk_bytes
         self._wake.set()
 
     async def _write_loop(self, conn: Connection) -> None:
@@ -718,6 +557,12 @@ class Session:
         except Exception:
             self._log.exception("listener failed on %s", type(event).__name__)
 
-    def _detail(self, msg: str, *args: object) -> None:
+    @property
+    def log(self) -> logging.LoggerAdapter:
+        """This conversation's logger: lines carry the agent and conversation id."""
+        return self._log
+
+    def detail(self, msg: str, *args: object) -> None:
+        """Per-event detail, logged (at DEBUG) only when this call's debug is on."""
         if self.settings.debug:
             self._log.debug(msg, *args)

@@ -23,16 +23,11 @@ No I/O, no threads: the runtime feeds it on the asyncio thread.
 
 from __future__ import annotations
 
-import struct
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-CLOCK_RECORD = struct.Struct("<QQII")  # struct convai_clock_record: position, at_ns, kind, reserved
-CLOCK_WRITTEN = 1  # enum convai_clock_kind in csrc/embed.h
-CLOCK_CAPTURED = 2
+from .wire import CLOCK_RECORD, FRAME_SECONDS, ClockKind
 
-#: How long one written frame plays.
-FRAME_SECONDS = 0.020
 #: A silence longer than this between two frames is not a pacing interval.
 IDLE_GAP_SECONDS = 0.060
 #: How long after an interruption stale frames are still looked for.
@@ -56,6 +51,7 @@ class CallStats:
     """Figures of one call. Feed it clock records and events; read the results."""
 
     frames_written: int = 0
+    interruptions: int = 0
     downlink_latencies: list[float] = field(default_factory=list)
     downlink_first_frames: list[float] = field(default_factory=list)
     uplink_latencies: list[float] = field(default_factory=list)
@@ -78,6 +74,7 @@ class CallStats:
 
     def interrupted(self, received_at: float, boundary: int) -> None:
         """The downlink was flushed; stream positions below ``boundary`` are stale."""
+        self.interruptions += 1
         self._awaiting_first_frame = None
         self._pending.append(_PendingInterruption(received_at, boundary, self.frames_written))
 
@@ -90,9 +87,9 @@ class CallStats:
         """Consume clock records popped from the clock ring."""
         usable = len(data) - len(data) % CLOCK_RECORD.size
         for position, at_ns, kind, _ in CLOCK_RECORD.iter_unpack(data[:usable]):
-            if kind == CLOCK_WRITTEN:
+            if kind == ClockKind.WRITTEN:
                 self._frame(position, at_ns / 1e9)
-            elif kind == CLOCK_CAPTURED:
+            elif kind == ClockKind.CAPTURED:
                 self._captures.append((position, at_ns / 1e9))
         self._match_sends()
 
@@ -215,12 +212,12 @@ class Totals:
     downlink_latency: Histogram = field(default_factory=Histogram)
     barge_in_stop: Histogram = field(default_factory=Histogram)
 
-    def add(self, stats: CallStats, frames_in: int, underruns: int, interruptions: int, dropped: int) -> None:
+    def add(self, stats: CallStats, frames_in: int, underruns: int, dropped: int) -> None:
         self.calls += 1
         self.frames_in += frames_in
         self.frames_out += stats.frames_written
         self.underruns += underruns
-        self.interruptions += interruptions
+        self.interruptions += stats.interruptions
         self.caller_audio_dropped_bytes += dropped
         for value in stats.downlink_latencies:
             self.downlink_latency.add(value)

@@ -35,7 +35,7 @@ import wave
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyconvai import audio
+from pyconvai.sim import audio
 from pyconvai.sim import AgentScript, SimConfig, Simulator, voice
 from tests.e2e.asterisk import Asterisk
 

@@ -10,7 +10,7 @@ import signal
 import sys
 from typing import Any
 
-from .. import audio
+from . import audio
 from .scripts import PRESETS, AgentScript
 from .server import SimConfig, Simulator
 

@@ -22,7 +22,7 @@ import orjson
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from .. import audio
+from . import audio
 from . import messages, voice
 from .records import ConversationRecord, EventLog
 from .scripts import CLOSE_ERROR_TYPES, AgentScript
@@ -353,7 +353,9 @@ class AgentConversation:
             self._playout_end = now
             self.record.interruptions.append(event_id)
             log.info("%s: barge-in: interruption %d of response %d", self._cid, event_id, interrupted.event_id)
-            await self._send(messages.interruption(event_id))
+            # A faulty server may send an id of its own (AgentScript.interruption_event_id).
+            await self._send(messages.interruption(
+                event_id if self.script.interruption_event_id is None else self.script.interruption_event_id))
             s = self.script
             stale = await self._render("", s.stale_tone_hz, s.stale_chunk_ms)
             for _ in range(s.late_stale_chunks):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .. import audio
+from . import audio
 
 CHUNK_PATTERN_MS: tuple[int, ...] = (20, 60, 100, 250, 40, 500, 120, 1000)
 """Default durations of consecutive agent audio chunks (cycled), a few of them large."""
@@ -71,6 +71,8 @@ class AgentScript:
     """Audio chunks of the interrupted response sent right after an interruption."""
     stale_tone_hz: float = 1200.0
     stale_chunk_ms: int = 100
+    interruption_event_id: int | None = None
+    """Send this id in every interruption instead of the new reply's (a faulty server)."""
 
     end_call_after_turns: int | None = None
     """Hang up (goodbye, end_call tool, close 1000) after this many replies; 0 = after the greeting."""

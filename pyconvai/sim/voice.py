@@ -8,7 +8,7 @@ import subprocess
 from functools import lru_cache
 from itertools import cycle
 
-from .. import audio
+from . import audio
 
 log = logging.getLogger("pyconvai.sim")
 

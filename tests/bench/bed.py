@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pyconvai import audio
+from pyconvai.sim import audio
 from tests.e2e.asterisk import MODULES, Asterisk
 from tests.e2e.calls import API_KEY, agents_conf, dialplan
 

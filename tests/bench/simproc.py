@@ -14,7 +14,7 @@ import multiprocessing as mp
 import time
 from dataclasses import dataclass, field
 
-from pyconvai import audio
+from pyconvai.sim import audio
 
 
 @dataclass

@@ -136,7 +136,7 @@ write = all
         out = open(self.host_path(self.path("log/stdout")), "wb")
         self.process = subprocess.Popen(
             self._prefix + ["asterisk", "-f", "-n", "-C", self.path("etc/asterisk.conf")],
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **self._sanitizer_env(), **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -191,6 +191,21 @@ write = all
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def _sanitizer_env(self) -> dict[str, str]:
+        """Under make asan-test (CONVAI_ASAN), Asterisk runs with libasan preloaded, its
+        reports written to log/asan.* (the module is the instrumented part)."""
+        if not os.environ.get("CONVAI_ASAN"):
+            return {}
+        libasan = subprocess.run(self._prefix + ["gcc", "-print-file-name=libasan.so"], capture_output=True,
+                                 text=True, check=True).stdout.strip()
+        return {"LD_PRELOAD": libasan,
+                "ASAN_OPTIONS": f"detect_leaks=0:halt_on_error=0:log_path={self.path('log/asan')}"}
+
+    def sanitizer_reports(self) -> list[str]:
+        """AddressSanitizer reports this Asterisk wrote (make asan-test), each as text."""
+        logs = self.host_path(self.path("log")).glob("asan.*")
+        return [path.read_text(errors="replace") for path in sorted(logs)]
+
     def cleanup(self) -> None:
         shutil.rmtree(self.host_path(self.sandbox), ignore_errors=True)
 
@@ -241,11 +256,14 @@ write = all
         return AmiClient(self.ami_port)
 
     def process_stats(self) -> dict[str, int]:
-        """Threads and open file descriptors of the Asterisk process (host view)."""
+        """Threads, open file descriptors and resident memory of the Asterisk process (host view)."""
         pid = self.process.pid
+        with open(f"/proc/{pid}/status") as status:
+            rss_kib = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
         return {
             "threads": len(os.listdir(f"/proc/{pid}/task")),
             "fds": len(os.listdir(f"/proc/{pid}/fd")),
+            "rss_kib": rss_kib,
         }
 
 
@@ -260,6 +278,9 @@ class AmiClient:
 
     def __post_init__(self) -> None:
         self._sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        # Connected: from now on the reader waits for events however long a call is quiet
+        # (with the connect timeout left on, 10 s without an event ended the reader).
+        self._sock.settimeout(None)
         self._file = self._sock.makefile("rb")
         self._file.readline()  # banner
         self._responses: queue.Queue[dict] = queue.Queue()

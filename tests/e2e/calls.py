@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pyconvai import audio
+from pyconvai.sim import audio
 
 API_KEY = "sk_test_0123456789abcdef0123456789abcd"
 

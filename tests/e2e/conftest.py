@@ -8,6 +8,7 @@ root path, or an empty string for the machine's own Asterisk. Run outside
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -67,9 +68,12 @@ def make_asterisk(testbed_root: Path, moddir: str):
         return ast
 
     yield factory
+    reports = []
     for ast in started:
         ast.stop()
+        reports += ast.sanitizer_reports()
         ast.cleanup()
+    assert not reports, "AddressSanitizer:\n" + "\n".join(reports)[:20000]
 
 
 @pytest.fixture
@@ -84,13 +88,21 @@ def sim():
 def call_bed(make_asterisk, sim):
     """Factory: an Asterisk with agents pointed at the simulator, the e2e dialplan and AMI.
 
-    ``call_bed(agents, scripts, extra_dialplan="", general=None, env=None, modules=None, configs=None)``
+    ``call_bed(agents, scripts, extra_dialplan="", general=None, env=None, modules=None, configs=None,
+    tls=None)``; ``tls``: (certificate, key) PEM paths: the simulator serves https/wss with them,
+    and Asterisk trusts that certificate (SSL_CERT_FILE), as it would a real CA's.
     """
 
-    def factory(agents, scripts, extra_dialplan="", general=None, env=None, modules=None, configs=None) -> CallBed:
-        sim.config = SimConfig(api_key=API_KEY, agents=scripts)
+    def factory(agents, scripts, extra_dialplan="", general=None, env=None, modules=None, configs=None,
+                tls=None) -> CallBed:
+        cert, key = tls or (None, None)
+        sim.config = SimConfig(api_key=API_KEY, agents=scripts, tls_cert=cert, tls_key=key)
         sim.start()
         ast = make_asterisk(configs, modules=modules, start=False)
+        if cert is not None:
+            trusted = ast.path("etc") + "/trusted-ca.pem"
+            shutil.copy(cert, ast.host_path(trusted))
+            env = {**(env or {}), "SSL_CERT_FILE": trusted}
         ast.write_config("elevenlabs.conf", agents_conf(sim.signed_url_endpoint, agents, general, ast.path("etc")))
         extra = extra_dialplan.replace("${SOUNDS}", ast.path("sounds"))
         ast.write_config("extensions.conf", dialplan(ast.path("rec"), ast.path("sounds"), extra))

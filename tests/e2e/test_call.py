@@ -15,7 +15,7 @@ import re
 import numpy as np
 import pytest
 
-from pyconvai import audio
+from pyconvai.sim import audio
 from pyconvai.sim import AgentScript
 from tests.e2e.calls import API_KEY, read_wav, tone_frames
 

@@ -162,3 +162,29 @@ def test_config_options_are_documented_in_asterisk(make_asterisk):
     assert re.search(r"^general\s+--", types, re.M) and re.search(r"^agent\s+--", types, re.M)
     option = ast.cli("config show help app_elevenlabs_convai agent dynamic_variable")
     assert "evaluated for each call" in option and "ELEVENLABS_VAR_name" in option
+
+
+def test_a_venv_of_another_wire_version_is_refused_with_the_fix(make_asterisk):
+    """A pyconvai whose record layouts differ from the module's (csrc/convai_wire.h) must not run."""
+    import shutil
+
+    from pyconvai import wire
+
+    ast = make_asterisk(start=False)
+    venv = ast.path("lib") + "/venv-other-build"
+    shutil.copytree(ast.host_path("/opt/app_elevenlabs_convai/venv"), ast.host_path(venv), symlinks=True)
+    (mirror,) = ast.host_path(venv).glob("lib/python3*/site-packages/pyconvai/wire.py")
+    text = mirror.read_text()
+    assert f"WIRE_VERSION = {wire.WIRE_VERSION}\n" in text
+    mirror.write_text(text.replace(f"WIRE_VERSION = {wire.WIRE_VERSION}\n", "WIRE_VERSION = 999\n"))
+    ast.write_config("elevenlabs.conf", f"[general]\npython_venv = {venv}\n" + AGENTS.replace("[general]\n", ""))
+    ast.start()
+    log = ast.wait_for_log("wire version")
+    assert f"speaks wire version {wire.WIRE_VERSION} but pyconvai in this venv speaks 999" in log
+    assert "make install" in log
+    assert "Runtime:         not running" in ast.cli("elevenlabs show runtime")
+    assert "Running" in ast.cli("module show like elevenlabs")
+    # Fixed in place (as 'make install' would): 'elevenlabs reload' starts it, no restart.
+    mirror.write_text(text)
+    ast.cli("elevenlabs reload")
+    assert "Runtime:         running" in ast.cli("elevenlabs show runtime")

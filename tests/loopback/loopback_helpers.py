@@ -11,9 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from pyconvai import audio
-from pyconvai.session import Session, SessionEnded, SessionSettings
-from pyconvai.sim import Simulator
+from pyconvai.config import SessionSettings
+from pyconvai.events import AgentAudioReceived, FormatsNegotiated, InterruptionReceived
+from pyconvai.outcome import EndStatus, SessionEnded
+from pyconvai.playback import Downlink
+from pyconvai.ring import Ring
+from pyconvai.session import Session
+from pyconvai.sim import Simulator, audio
 
 API_KEY = "sk-test-1234"
 
@@ -26,6 +30,41 @@ def settings_for(sim: Simulator, agent_id: str, **kwargs: object) -> SessionSett
         "debug": True,
     } | kwargs
     return SessionSettings(agent_id, agent_id, **values)  # type: ignore[arg-type]
+
+
+class Played:
+    """A session's listener, standing in for the Call: records every event and applies agent
+    audio and interruptions to a real Downlink, whose ring (large enough to take everything
+    at once) the test reads as the channel thread would."""
+
+    def __init__(self) -> None:
+        self.events: list = []
+        self.dropped: list[int] = []  # frames each interruption flushed
+        self.ring = Ring.allocate(1 << 22)
+        self.downlink = Downlink(self.ring, lambda: None, frames_ahead=1 << 20)
+
+    def __call__(self, event: object) -> None:
+        self.events.append(event)
+        match event:
+            case FormatsNegotiated(output_format=fmt):
+                self.downlink.configure(fmt)
+            case AgentAudioReceived(audio=data, event_id=event_id):
+                self.downlink.add(data, event_id)
+            case InterruptionReceived(event_id=event_id):
+                self.dropped.append(self.downlink.interrupt(event_id))
+            case SessionEnded(status=EndStatus.AGENT_ENDED):
+                self.downlink.finish()
+
+    @property
+    def queued_frames(self) -> int:
+        return self.ring.used // self.downlink.frame_bytes if self.downlink.frame_bytes else 0
+
+    def frames(self) -> list[bytes]:
+        """Every whole frame waiting to be played, taken out."""
+        size, frames = self.downlink.frame_bytes, []
+        while size and (frame := self.ring.pop_exact(size)) is not None:
+            frames.append(frame)
+        return frames
 
 
 async def until(predicate: Callable[[], object], timeout: float, step: float = 0.01) -> None:

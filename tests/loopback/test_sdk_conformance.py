@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
-from pyconvai import audio
+from pyconvai.sim import audio
 from pyconvai.sim import AgentScript, SimConfig, Simulator
 
 elevenlabs = pytest.importorskip("elevenlabs")

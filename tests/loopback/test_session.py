@@ -9,6 +9,7 @@ import threading
 import pytest
 from loopback_helpers import (
     API_KEY,
+    Played,
     caller_frames,
     converse,
     dominant_tone,
@@ -18,28 +19,19 @@ from loopback_helpers import (
 )
 from websockets.asyncio.server import serve
 
-from pyconvai.playback import PlaybackQueue
-from pyconvai.session import (
+from pyconvai.config import SessionSettings
+from pyconvai.events import (
     AgentCorrection,
     ConversationStarted,
     FormatsNegotiated,
-    InterruptionHappened,
-    Session,
-    SessionSettings,
-    SessionState,
+    InterruptionReceived,
     ToolCall,
     Transcript,
 )
+from pyconvai.session import Session, SessionState
 from pyconvai.sim import AgentScript
 
 TONES = (440.0, 660.0, 880.0, 1200.0)
-
-
-def drain(playback: PlaybackQueue) -> list[bytes]:
-    frames = []
-    while (frame := playback.pop_frame()) is not None:
-        frames.append(frame)
-    return frames
 
 
 def audio_sent(rec, event_id: int | None = None) -> bytes:
@@ -58,9 +50,10 @@ def of_type(events: list, cls: type) -> list:
 def test_greeting_received_and_framed(make_sim):
     script = AgentScript(greeting_ms=1000, odd_split=True, send_speed=10)
     sim = make_sim({"agent_greet": script})
-    events: list = []
+    played = Played()
+    events = played.events
     settings = settings_for(sim, "agent_greet", dynamic_variables={"caller_number": "+15551234"})
-    session = Session(settings, events.append)
+    session = Session(settings, played)
 
     async def driver(s: Session) -> None:
         await until(lambda: s.counters.audio_bytes_in >= 32000, 5)  # 1 s of pcm_16000
@@ -78,7 +71,7 @@ def test_greeting_received_and_framed(make_sim):
     assert ended.conversation_id == session.conversation_id == rec.conversation_id
     greeting_id = rec.sent_of_type("agent_response")[0]["agent_response_event"]["event_id"]
     assert Transcript("agent", script.greeting_text, True, greeting_id) in events
-    frames = drain(session.playback)
+    frames = played.frames()
     assert len(frames) == 50 and {len(f) for f in frames} == {640}
     assert b"".join(frames) == audio_sent(rec)  # odd chunk splits re-aligned exactly
     assert dominant_tone(frames, "pcm_16000", TONES) == 440.0
@@ -128,17 +121,18 @@ def test_barge_in_flushes_and_drops_stale_audio(make_sim):
         late_stale_chunks=3,
     )
     sim = make_sim({"agent_bargein": script})
-    events: list = []
-    session = Session(settings_for(sim, "agent_bargein", buffer_ms=20), events.append)
+    played = Played()
+    events = played.events
+    session = Session(settings_for(sim, "agent_bargein", buffer_ms=20), played)
 
     async def driver(s: Session) -> None:
         await until(lambda: of_type(events, FormatsNegotiated), 5)
-        await until(lambda: s.playback.queued_frames >= 20, 5)  # greeting is playing
+        await until(lambda: played.queued_frames >= 20, 5)  # greeting is playing
         caller = [*caller_frames("ulaw_8000", None, 200), *caller_frames("ulaw_8000", 700, 400)]
         await feed_realtime(s, iter(caller))
-        await until(lambda: of_type(events, InterruptionHappened), 5)
-        await until(lambda: s.playback.queued_frames >= 50, 5)  # the whole 1 s reply
-        await until(lambda: s.counters.stale_chunks_dropped >= 3, 2)
+        await until(lambda: of_type(events, InterruptionReceived), 5)
+        await until(lambda: played.queued_frames >= 50, 5)  # the whole 1 s reply
+        await until(lambda: played.downlink.stale_chunks >= 3, 2)
         s.hangup()
 
     ended, _ = asyncio.run(converse(session, driver))
@@ -147,22 +141,20 @@ def test_barge_in_flushes_and_drops_stale_audio(make_sim):
     (m,) = rec.interruptions
     greeting_id = rec.sent_of_type("agent_response")[0]["agent_response_event"]["event_id"]
     assert m > greeting_id
-    (interruption,) = of_type(events, InterruptionHappened)
-    assert interruption.event_id == m and interruption.dropped_frames > 0
-    assert session.counters.interruptions == 1
-    assert session.counters.stale_chunks_dropped == 3
-    assert session.playback.counters.dropped_stale_chunks == 3
+    (interruption,) = of_type(events, InterruptionReceived)
+    assert interruption.event_id == m and played.dropped[0] > 0
+    assert played.downlink.stale_chunks == 3
     # the reply carries the interruption's own id and is queued, nothing else is
     assert Transcript("agent", script.reply_text, True, m) in events
     assert Transcript("user", "[caller speech]", True, m) in events
     assert of_type(events, AgentCorrection)[0].event_id == greeting_id
-    frames = drain(session.playback)
+    frames = played.frames()
     assert len(frames) == 50
     assert b"".join(frames) == audio_sent(rec, m)
     assert dominant_tone(frames, "ulaw_8000", TONES) == 880.0
 
 
-def test_end_call_leaves_goodbye_in_playback(make_sim):
+def test_end_call_leaves_goodbye_to_play(make_sim):
     script = AgentScript(
         output_format="ulaw_8000",
         greeting_ms=600,
@@ -171,8 +163,9 @@ def test_end_call_leaves_goodbye_in_playback(make_sim):
         send_speed=10,
     )
     sim = make_sim({"agent_bye": script})
-    events: list = []
-    session = Session(settings_for(sim, "agent_bye"), events.append)
+    played = Played()
+    events = played.events
+    session = Session(settings_for(sim, "agent_bye"), played)
     ended, _ = asyncio.run(converse(session))
     assert ended.status == "AGENT_ENDED"
     assert ended.reason == "agent ended the call"
@@ -181,7 +174,7 @@ def test_end_call_leaves_goodbye_in_playback(make_sim):
     assert [e.name for e in of_type(events, ToolCall)] == ["end_call"]
     (rec,) = sim.conversations
     assert rec.closed.wait(2) and rec.closed_by == "server"
-    frames = drain(session.playback)
+    frames = played.frames()
     sent = audio_sent(rec)
     assert len(sent) == 4800 + 3280
     assert len(frames) == 51

@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed
 
 from loopback_helpers import self_signed_cert
 
-from pyconvai import audio
+from pyconvai.sim import audio
 from pyconvai.sim import PRESETS, AgentScript, SimConfig, Simulator
 from pyconvai.sim.voice import LARGE_FRAME_BYTES, Vad, split
 

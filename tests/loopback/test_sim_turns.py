@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from test_sim import agent_url, closed_record, running, talk
 
-from pyconvai import audio
+from pyconvai.sim import audio
 from pyconvai.sim import AgentScript
 from pyconvai.sim.voice import Vad
 

@@ -24,19 +24,25 @@ fi
 "$HERE/provision.sh" "$ROOT" >&2
 mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
 
-# A fresh copy of the sources; build/ is kept for incremental builds.
+# A fresh copy of the sources, stamped now (-m): a source older than an object
+# that another tree built must still be rebuilt. build/ keeps the wheel venv.
 DEST="$ROOT/usr/src/$NAME"
 mkdir -p "$DEST"
 find "$DEST" -mindepth 1 -maxdepth 1 ! -name build -exec rm -rf {} +
 tar -C "$SRC" --exclude=./.git --exclude=./.venv --exclude=./build --exclude=./out \
 	--exclude='__pycache__' --exclude='./pyconvai/_ring*' --exclude='*.egg-info' -cf - . \
-	| tar -C "$DEST" -xf -
+	| tar -C "$DEST" -xmf -
 
 # The root trusts what the host trusts (a registry proxy's CA, say): pip there
 # verifies TLS against the system store and ignores PIP_CERT.
 if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
 	cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/ca-certificates.crt"
 fi
+# CONVAI_ASAN=1 (make asan-test): the module built with AddressSanitizer.
+set --
+if [ -n "${CONVAI_ASAN:-}" ]; then
+	set -- "CFLAGS=-O1 -g -fno-omit-frame-pointer -fsanitize=address" "LDFLAGS=-fsanitize=address"
+fi
 chroot "$ROOT" env -u PIP_CERT -u PIP_FIND_LINKS -u PIP_EXTRA_INDEX_URL \
-	make -C "/usr/src/$NAME" all install >&2
+	make -C "/usr/src/$NAME" "$@" all install >&2
 echo "$ROOT"

@@ -6,7 +6,7 @@ from array import array
 
 import pytest
 
-from pyconvai import audio
+from pyconvai.sim import audio
 
 ALL_SAMPLES = array("h", range(-32768, 32768)).tobytes()
 ALL_CODES = bytes(range(256))

@@ -1,14 +1,16 @@
 """The call bridge (pyconvai/call.py) with real rings and an eventfd, no network."""
 
 import os
-import struct
 
 import pytest
 
-from pyconvai.call import CONTROL_END, CONTROL_FORMATS, CONTROL_STARTED, FRAMES_AHEAD, Call, end_reason
+from pyconvai.call import Call
+from pyconvai.events import AgentAudioReceived, ConversationStarted, FormatsNegotiated, InterruptionReceived
+from pyconvai.outcome import EndStatus, SessionEnded
+from pyconvai.playback import FRAMES_AHEAD
 from pyconvai.protocol import AudioFormat
 from pyconvai.ring import Ring
-from pyconvai.session import AgentAudioQueued, ConversationStarted, EndStatus, FormatsNegotiated, SessionEnded
+from pyconvai.wire import CONTROL_HEADER, Control
 
 ULAW = AudioFormat("ulaw", 8000)
 
@@ -32,8 +34,8 @@ def bridge():
 
 def control_records(ring: Ring) -> list[tuple[int, list[str]]]:
     records = []
-    while header := ring.pop_exact(4):
-        kind, _, length = struct.unpack("<BBH", header)
+    while header := ring.pop_exact(CONTROL_HEADER.size):
+        kind, _, length = CONTROL_HEADER.unpack(header)
         records.append((kind, ring.pop_exact(length).decode().split("\0") if length else [""]))
     return records
 
@@ -42,37 +44,40 @@ def test_formats_and_start_become_control_records_and_wake_the_channel(bridge):
     call, rings, wake, *_ = bridge
     call._on_event(FormatsNegotiated(ULAW, AudioFormat("pcm", 16000)))
     call._on_event(ConversationStarted("conv_1"))
-    assert control_records(rings["control"]) == [(CONTROL_FORMATS, ["ulaw_8000", "pcm_16000"]),
-                                                  (CONTROL_STARTED, ["conv_1"])]
+    assert control_records(rings["control"]) == [(Control.FORMATS, ["ulaw_8000", "pcm_16000"]),
+                                                  (Control.STARTED, ["conv_1"])]
     assert os.eventfd_read(wake) == 2
-    assert call.frame_bytes == 640 and call.input_frame_bytes == 160
+    assert call.downlink.frame_bytes == 640 and call.input_frame_bytes == 160
+
+
+def audio(call: Call, frames: int, event_id: int, at: float = 1.0) -> None:
+    call._on_event(AgentAudioReceived(bytes(160 * frames), event_id, at))
 
 
 def test_playback_keeps_the_ring_frames_ahead_and_a_flush_empties_it(bridge):
     call, rings, *_ = bridge
     call._on_event(FormatsNegotiated(ULAW, ULAW))
-    call.session.playback.configure(ULAW)
-    call.session.playback.add(bytes(160 * (FRAMES_AHEAD + 5)), 1)
+    audio(call, FRAMES_AHEAD + 5, 1)
     call.playback_tick()
     assert rings["downlink"].used == FRAMES_AHEAD * 160
     assert rings["downlink"].pop_exact(160) is not None
     call.playback_tick()
     assert rings["downlink"].used == FRAMES_AHEAD * 160
-    call.session.playback.interrupt(2)  # the flush hook discards the ring under the queue's lock
-    assert rings["downlink"].used == 0 and call.session.playback.queued_frames == 0
+    call._on_event(InterruptionReceived(2, 2.0))  # queue and ring flushed under one lock
+    assert rings["downlink"].used == 0 and call.downlink.queued_ms == 0
+    audio(call, 1, 1)  # late audio of the interrupted reply
+    assert rings["downlink"].used == 0
+    assert call.stats.interruptions == 1
 
 
 def test_audio_reaching_an_empty_ring_fills_it_and_wakes_the_channel_thread(bridge):
     call, rings, wake, *_ = bridge
     call._on_event(FormatsNegotiated(ULAW, ULAW))
     os.eventfd_read(wake)  # the formats record's wake
-    call.session.playback.configure(ULAW)
-    call.session.playback.add(bytes(160 * 2), 1)
-    call._on_event(AgentAudioQueued(1, 320, 1.0, True))
+    audio(call, 2, 1)
     assert rings["downlink"].used == 2 * 160
     assert os.eventfd_read(wake) == 1
-    call.session.playback.add(bytes(160 * FRAMES_AHEAD), 1)
-    call._on_event(AgentAudioQueued(1, 160 * FRAMES_AHEAD, 1.1))  # the ring was not empty: topped up, no wake
+    audio(call, FRAMES_AHEAD, 1, at=1.1)  # the ring was not empty: topped up, no wake
     assert rings["downlink"].used == FRAMES_AHEAD * 160
     os.set_blocking(wake, False)
     with pytest.raises(BlockingIOError):
@@ -82,18 +87,15 @@ def test_audio_reaching_an_empty_ring_fills_it_and_wakes_the_channel_thread(brid
 def test_an_underrun_is_a_dry_ring_with_audio_waiting_but_not_the_start_after_a_flush(bridge):
     call, rings, *_ = bridge
     call._on_event(FormatsNegotiated(ULAW, ULAW))
-    playback = call.session.playback
-    playback.configure(ULAW)
-    playback.add(bytes(160 * 3), 1)
+    audio(call, FRAMES_AHEAD + 3, 1)  # the ring takes its lead, 3 frames wait here
     call.playback_tick()
-    rings["downlink"].pop_exact(3 * 160)  # the channel thread played everything
-    playback.add(bytes(160 * 3), 1)  # audio waited while the ring ran dry
+    rings["downlink"].pop_exact(FRAMES_AHEAD * 160)  # the channel thread played the whole lead
+    call.playback_tick()  # and only now does the playback thread find the ring dry
+    assert call.downlink.underruns == 1
+    call._on_event(InterruptionReceived(2, 2.0))
+    audio(call, 3, 2)  # the reply goes straight to the flushed ring
     call.playback_tick()
-    assert call.underruns == 1
-    playback.interrupt(2)
-    playback.add(bytes(160 * 3), 2)  # the reply, queued before the next tick
-    call.playback_tick()
-    assert call.underruns == 1
+    assert call.downlink.underruns == 1
     assert rings["downlink"].used == 3 * 160
 
 
@@ -111,7 +113,7 @@ def test_finish_sends_end_once_publishes_stats_and_forgets_the_call(bridge):
     ended = SessionEnded(EndStatus.FAILED, "websocket closed 1011: boom", "conv_9", 1011, "boom")
     call._finish(ended)
     call._finish(ended)
-    assert control_records(rings["control"]) == [(CONTROL_END, ["FAILED", "conv_9", "websocket closed 1011: boom"])]
+    assert control_records(rings["control"]) == [(Control.END, ["FAILED", "conv_9", "websocket closed 1011: boom"])]
     assert forgotten == [call]
     [(name, body)] = events
     assert name == "ElevenLabsConversationStats"
@@ -126,16 +128,8 @@ def test_unusable_settings_end_the_call_with_config_error_at_once():
                 schedule=lambda f: f(), forget=lambda c: None)
     assert call.finished and call.session is None
     [(kind, parts)] = control_records(rings["control"])
-    assert kind == CONTROL_END and parts[0] == "CONFIG_ERROR" and "buffer_ms" in parts[2]
+    assert kind == Control.END and parts[0] == "CONFIG_ERROR" and "buffer_ms" in parts[2]
     os.close(wake)
-
-
-def test_end_reason_adds_the_close_code_once():
-    assert end_reason(SessionEnded(EndStatus.AGENT_ENDED, "agent ended the call", "c", 1000, "")) == \
-        "agent ended the call (close 1000)"
-    assert end_reason(SessionEnded(EndStatus.FAILED, "websocket closed 1011: x", "c", 1011, "x")) == \
-        "websocket closed 1011: x"
-    assert end_reason(SessionEnded(EndStatus.FAILED, "signed URL: HTTP 401", None)) == "signed URL: HTTP 401"
 
 
 def test_a_call_task_that_fails_still_finishes_the_call(bridge):
@@ -165,6 +159,17 @@ def test_a_call_task_that_fails_still_finishes_the_call(bridge):
     call.task_done(task)
     assert call.finished and forgotten == [call]
     (record,) = control_records(rings["control"])
-    assert record[0] == CONTROL_END and record[1][0] == "FAILED" and "boom" in record[1][2]
+    assert record[0] == Control.END and record[1][0] == "FAILED" and "boom" in record[1][2]
     assert call.wake_fd == -1
     call._wake()  # after the close: nothing is written anywhere
+
+
+def test_server_text_cannot_forge_ami_headers(bridge):
+    from pyconvai.events import Transcript
+
+    call, rings, _, _, _, events = bridge
+    call._on_event(Transcript("agent", "hello\r\nEvent: Hangup\r\nChannel: SIP/victim\x00", True, 3))
+    [(name, body)] = events
+    headers = [line.split(":", 1)[0] for line in body.split("\r\n") if line]
+    assert name == "ElevenLabsTranscript" and headers.count("Event") == 0 and "\x00" not in body
+    assert headers == ["Channel", "Uniqueid", "Agent", "ConversationID", "Role", "EventID", "Text"]

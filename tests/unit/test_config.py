@@ -1,8 +1,19 @@
 """Per-call settings from the module (pyconvai/config.py)."""
 
+import re
+from pathlib import Path
+
 import pytest
 
-from pyconvai.config import DEFAULT_GOODBYE_MESSAGE, SettingsError, call_limits, overrides, session_settings
+from pyconvai.config import (
+    DEFAULT_GOODBYE_MESSAGE,
+    RANGES,
+    SessionSettings,
+    SettingsError,
+    call_limits,
+    overrides,
+    session_settings,
+)
 
 BASE = {"agent": "sales", "agent_id": "agent_1", "channel": "PJSIP/100-0001"}
 
@@ -44,3 +55,18 @@ def test_call_limits():
     assert call_limits(BASE).max_duration_seconds == 0
     limits = call_limits({**BASE, "max_call_duration_seconds": "90", "max_call_duration_message": ""})
     assert limits.max_duration_seconds == 90 and limits.goodbye_message == DEFAULT_GOODBYE_MESSAGE
+
+
+def test_numeric_defaults_and_limits_mirror_elevenlabs_conf():
+    """One table in C (convai_agent_ranges: name, default, min, max), mirrored once here."""
+    source = (Path(__file__).resolve().parents[2] / "csrc" / "convai_config.c").read_text()
+    table = re.search(r"convai_agent_ranges\[\] = \{(.*?)\n\};", source, re.S)[1]
+    c_ranges = {name: (int(default), int(low), int(high))
+                for name, default, low, high in re.findall(r'\{ "(\w+)", "(\d+)", (\d+), (\d+),', table)}
+    for key, mirror in RANGES.items():
+        assert c_ranges[mirror.conf_name] == (mirror.default, mirror.min, mirror.max), key
+    s = SessionSettings("a", "agent_1")
+    assert (s.buffer_ms, s.max_connection_attempts, s.connection_timeout_seconds) == (
+        RANGES["buffer_ms"].default, RANGES["max_connection_attempts"].default,
+        RANGES["connection_timeout_seconds"].default)
+    assert session_settings(BASE).buffer_ms == s.buffer_ms

@@ -1,12 +1,13 @@
-"""PlaybackQueue: framing, the interruption gate and thread safety."""
+"""The downlink: PlaybackQueue's framing and interruption gate, and Downlink's ring, lead and threads."""
 
 import threading
 import time
 
 import pytest
 
-from pyconvai.playback import Added, PlaybackQueue
+from pyconvai.playback import Added, Downlink, PlaybackQueue
 from pyconvai.protocol import AudioFormat
+from pyconvai.ring import Ring
 
 ULAW = AudioFormat("ulaw", 8000)  # 160-byte frames
 PCM16 = AudioFormat("pcm", 16000)  # 640-byte frames
@@ -19,9 +20,8 @@ def queue(fmt: AudioFormat = ULAW) -> PlaybackQueue:
 
 
 def drain(q: PlaybackQueue) -> list[bytes]:
-    frames = []
-    while (frame := q.pop_frame()) is not None:
-        frames.append(frame)
+    frames: list[bytes] = []
+    q.transfer(lambda frame: frames.append(frame) or True, 1 << 30)
     return frames
 
 
@@ -34,7 +34,7 @@ def test_cuts_20ms_frames_and_holds_partial():
     frames = drain(q)
     assert [len(f) for f in frames] == [160, 160, 160]
     assert b"".join(frames) == bytes(range(200)) * 2 + b"\x01" * 80
-    assert q.pop_frame() is None and q.queued_ms == 0
+    assert drain(q) == [] and q.queued_ms == 0
 
 
 def test_frames_span_chunks_of_varied_sizes():
@@ -87,7 +87,7 @@ def test_finish_pads_with_format_silence():
 def test_audio_before_configure_is_kept():
     q = PlaybackQueue()
     assert q.add(b"\x01" * 300, 1)
-    assert q.queued_frames == 0 and q.queued_ms == 0 and q.pop_frame() is None
+    assert q.queued_frames == 0 and q.queued_ms == 0 and drain(q) == []
     q.configure(ULAW)
     assert q.queued_frames == 1
     q.add(b"\x02" * 20, 1)
@@ -111,8 +111,6 @@ def test_interrupt_flushes_and_gates_older_ids():
     assert q.add(b"\x03" * 160, 8)  # equal id: the new reply
     assert q.add(b"\x04" * 160, 9)
     assert drain(q) == [b"\x03" * 160, b"\x04" * 160]  # nothing of the old reply leaks
-    c = q.counters
-    assert (c.dropped_stale_chunks, c.interruptions, c.frames_flushed) == (2, 1, 3)
 
 
 def test_interrupt_gate_never_moves_back():
@@ -152,22 +150,6 @@ def test_interrupt_clears_held_partial_and_carry():
     assert drain(q) == [b"\x02\x03" * 320]
 
 
-def test_flush_hook_runs_under_the_lock_on_every_interrupt():
-    q = queue()
-    seen = []
-
-    def hook():
-        seen.append(q._lock.locked())
-
-    q.set_flush_hook(hook)
-    q.interrupt(1)
-    q.interrupt(None)
-    assert seen == [True, True]
-    q.set_flush_hook(None)
-    q.interrupt(2)
-    assert len(seen) == 2
-
-
 def test_transfer_stops_when_push_refuses():
     q = queue()
     q.add(bytes(range(160)) * 5, 1)
@@ -184,8 +166,6 @@ def test_transfer_stops_when_push_refuses():
     ring.clear()
     assert q.transfer(push, 1) == 1
     assert q.queued_frames == 1
-    assert q.counters.frames_out == 4
-    assert q.counters.frames_in == 5
 
 
 def test_transfer_on_empty_queue_does_not_call_push():
@@ -193,122 +173,183 @@ def test_transfer_on_empty_queue_does_not_call_push():
     assert q.transfer(lambda f: pytest.fail("push called"), 5) == 0
 
 
-def test_counters_snapshot_is_frozen():
-    q = queue()
-    c = q.counters
-    with pytest.raises(AttributeError):
-        c.frames_in = 5  # type: ignore[misc]
+# --- Downlink: one call's queue, its ring and the two threads that feed it ----------------
 
 
-def test_transfer_versus_add_and_interrupt_threads():
-    """A consumer thread transfers/pops while a producer adds and interrupts.
+def downlink(frames_ahead: int = 25, capacity: int = 65536) -> tuple[Downlink, Ring, list[int]]:
+    ring = Ring.allocate(capacity)
+    wakes: list[int] = []
+    d = Downlink(ring, lambda: wakes.append(ring.used), frames_ahead)
+    d.configure(ULAW)
+    return d, ring, wakes
+
+
+def test_interrupt_flushes_the_queue_and_the_ring_together():
+    d, ring, _ = downlink(frames_ahead=3)
+    d.add(b"\x01" * 160 * 5, 1)
+    assert ring.used == 3 * 160 and d.queued_ms == 5 * 20
+    assert d.interrupt(2) == 5  # 2 frames queued here and 3 in the ring: none will play
+    assert ring.used == 0 and d.queued_ms == 0 and d.drained
+    assert d.add(b"\x02" * 160, 1) is Added.STALE and d.stale_chunks == 1
+    assert d.add(b"\x03" * 160, 2) is Added.AFTER_SILENCE
+    assert ring.pop() == b"\x03" * 160
+
+
+def test_audio_reaching_an_empty_ring_wakes_the_channel_thread_once():
+    d, ring, wakes = downlink(frames_ahead=3)
+    assert d.add(b"\x01" * 160 * 2, 1) is Added.AFTER_SILENCE
+    assert wakes == [2 * 160]
+    assert d.add(b"\x01" * 160 * 4, 1) is Added.QUEUED  # the ring had frames: no wake
+    assert wakes == [2 * 160] and ring.used == 3 * 160
+    d.tick()
+    assert ring.used == 3 * 160 and d.queued_ms == 6 * 20
+
+
+def test_drained_after_finish_pads_the_last_partial_frame():
+    d, ring, _ = downlink()
+    d.add(b"\x01" * 250, 1)
+    assert not d.drained or ring.used == 160
+    d.finish()
+    assert ring.used == 320 and not d.drained
+    ring.pop_exact(320)
+    assert d.drained
+
+
+def test_downlink_producer_and_consumer_threads_never_leak_an_interrupted_reply():
+    """The asyncio thread adds and interrupts while the playback thread ticks and the
+    channel thread pops frames from the ring.
 
     Every frame carries its reply's event_id as a repeated 2-byte pattern.
-    Once interrupt(M) has returned, the consumer must never get a frame of a
-    reply with id < M, and every frame must be whole and of one reply.
+    Once interrupt(M) has returned, the channel thread must never get a frame
+    of a reply with id < M, and every frame must be whole and of one reply.
     """
-    q = queue()
+    d, ring, _ = downlink(frames_ahead=5, capacity=4096)
     received: list[int] = []
-    flushes: list[int] = []
-    gate = {"min": 1}
     errors: list[str] = []
+    gate = {"min": 1}
     stop = threading.Event()
-    calls = [0]
 
-    def check(frame: bytes, min_id: int) -> None:
-        event_id = int.from_bytes(frame[:2], "big")
-        if len(frame) != 160 or frame != frame[:2] * 80:
-            errors.append("torn frame")
-        elif event_id < min_id:
-            errors.append(f"stale frame {event_id} after gate {min_id}")
-        received.append(event_id)
-
-    def push(frame: bytes) -> bool:
-        calls[0] += 1
-        if calls[0] % 7 == 0:  # a full ring now and then
-            return False
-        check(frame, gate["min"])
-        return True
-
-    def consumer():
+    def channel_and_playback_threads():
         while not stop.is_set():
-            q.transfer(push, 5)
+            d.tick()
             min_id = gate["min"]  # read before popping: that interrupt has completed
-            frame = q.pop_frame()
-            if frame is not None:
-                check(frame, min_id)
+            while (frame := ring.pop_exact(160)) is not None:
+                event_id = int.from_bytes(frame[:2], "big")
+                if frame != frame[:2] * 80:
+                    errors.append("torn frame")
+                elif event_id < min_id:
+                    errors.append(f"stale frame {event_id} after gate {min_id}")
+                received.append(event_id)
             time.sleep(0.0001)
 
-    q.set_flush_hook(lambda: flushes.append(len(received)))
-    q.interrupt(1)
-    t = threading.Thread(target=consumer)
+    d.interrupt(1)
+    t = threading.Thread(target=channel_and_playback_threads)
     t.start()
     try:
-        event_id = 1
-        deadline = time.monotonic() + 0.5
-        while time.monotonic() < deadline:
-            pattern = event_id.to_bytes(2, "big")
-            stale = (event_id - 1).to_bytes(2, "big")
+        event_id, stale_sent = 1, 0
+        while len(set(received)) <= 10 or event_id <= 20:
+            pattern, stale = event_id.to_bytes(2, "big"), (event_id - 1).to_bytes(2, "big")
             for _ in range(10):
-                q.add(pattern * 75, event_id)
-                q.add(stale * 80, event_id - 1)  # late audio of the interrupted reply
+                d.add(pattern * 75, event_id)
+                stale_sent += d.add(stale * 80, event_id - 1) is Added.STALE
             time.sleep(0.0005)
             event_id += 1
-            q.interrupt(event_id)
-            gate["min"] = event_id  # after interrupt() returned: the queue is clean
+            d.interrupt(event_id)
+            gate["min"] = event_id  # after interrupt() returned: queue and ring are clean
+            assert t.is_alive()
     finally:
         stop.set()
-        t.join(timeout=5)
-    assert not t.is_alive()
+        t.join()
     assert not errors, errors[:5]
     assert len(received) > 100 and len(set(received)) > 10
-    assert len(flushes) == q.counters.interruptions > 10
-    assert q.counters.dropped_stale_chunks > 0
+    assert d.stale_chunks == stale_sent > 0
 
 
-def test_concurrent_producers_and_consumers_conserve_frames():
-    q = queue()
+def test_concurrent_top_ups_conserve_frames():
+    """The asyncio thread's top-ups (add) and the playback thread's (tick) race: every
+    frame reaches the ring exactly once, in order."""
+    d, ring, _ = downlink(frames_ahead=25, capacity=1 << 20)
     n_frames = 4000
-    got: list[int] = []
-    lock = threading.Lock()
 
     def producer():
         for i in range(n_frames):
-            q.add(bytes([i % 256]) * 160, 1)
+            d.add(i.to_bytes(2, "big") * 80, 1)
 
-    def consumer():
-        until = time.monotonic() + 5.0
-        while time.monotonic() < until:
-            moved = q.transfer(lambda f: True, 3)
-            frame = q.pop_frame()
-            with lock:
-                got.append(moved + (frame is not None))
-            if sum(got) >= n_frames:
-                return
+    def ticker():
+        while not done.is_set():
+            d.tick()
 
-    threads = [threading.Thread(target=producer)] + [
-        threading.Thread(target=consumer) for _ in range(2)
-    ]
+    done = threading.Event()
+    threads = [threading.Thread(target=producer), threading.Thread(target=ticker)]
     for t in threads:
         t.start()
+    got: list[int] = []
+    while len(got) < n_frames:
+        frame = ring.pop_exact(160)
+        if frame is None:
+            time.sleep(0.0001)
+            continue
+        got.append(int.from_bytes(frame[:2], "big"))
+    done.set()
     for t in threads:
-        t.join(timeout=10)
-    assert sum(got) + q.queued_frames == n_frames
-    c = q.counters
-    assert c.frames_in == n_frames and c.frames_out == sum(got)
+        t.join()
+    assert got == list(range(n_frames))
 
 
-def test_add_tells_audio_that_came_to_silence_from_audio_that_continues():
+# --- what a misbehaving server cannot do to a call -------------------------------------
+
+
+def test_audio_sent_far_ahead_of_playback_is_bounded_oldest_first():
+    from pyconvai.playback import MAX_QUEUED_MS
+
     q = queue()
-    handed_on = []  # what the consumer (the ring) still holds
-    q.set_consumer_empty(lambda: not handed_on)
-    assert q.add(b"\x01" * 480, 1) is Added.AFTER_SILENCE
-    assert q.add(b"\x01" * 160, 1) is Added.QUEUED  # frames still queued here
-    q.transfer(lambda frame: handed_on.append(frame) or True, 10)
-    assert q.add(b"\x01" * 160, 1) is Added.QUEUED  # queued in the consumer
-    handed_on.clear()
-    q.transfer(lambda frame: handed_on.append(frame) or True, 10)
-    handed_on.clear()  # everything played
-    assert q.add(b"\x01" * 160, 1) is Added.AFTER_SILENCE
-    q.interrupt(2)
-    assert q.add(b"\x01" * 160, 1) is Added.STALE and not q.add(b"", 1)
+    limit = MAX_QUEUED_MS // 20
+    for i in range(limit + 500):  # 10 s more than the cap, one frame at a time
+        q.add(i.to_bytes(4, "big") * 40, 1)
+    assert q.queued_frames == limit and q.overflow_frames == 500
+    assert int.from_bytes(drain(q)[0][:4], "big") == 500  # the oldest went first
+
+
+def test_audio_before_the_format_is_bounded_too():
+    q = PlaybackQueue()
+    for _ in range(200):
+        q.add(bytes(96_000), 1)  # 200 s of pcm_48000 before any metadata
+    q.configure(AudioFormat("pcm", 48000))
+    assert q.queued_ms <= 60_000 + 20
+
+
+def test_an_interruption_id_from_nowhere_cannot_silence_the_call():
+    q = queue()
+    q.add(b"\x01" * 160, 5)
+    q.interrupt(2**53)  # one bad id: every later reply would be "stale"
+    assert q.gate == 6
+    assert not q.add(b"\x02" * 160, 5)  # the interrupted reply still goes
+    assert q.add(b"\x03" * 160, 6)  # the next one plays
+    assert drain(q) == [b"\x03" * 160]
+
+
+def test_renumbered_event_ids_are_followed_after_a_long_stale_run():
+    from pyconvai.playback import RENUMBERED_AFTER_MS
+
+    q = queue()
+    q.add(b"\x01" * 160, 500)
+    q.interrupt(501)
+    late = [q.add(b"\x02" * 160, 500) for _ in range(3)]  # a few late chunks: dropped
+    assert late == [False] * 3 and q.stale_since_accepted() == (3, 480)
+    # The server restarted its numbering: far more "stale" audio than a reply leaves behind.
+    accepted = [q.add(b"\x03" * 160, 1 + i) for i in range(RENUMBERED_AFTER_MS // 20 + 5)]
+    assert accepted.index(True) == RENUMBERED_AFTER_MS // 20 - 3 - 1  # the chunk that makes 5 s plays
+    assert q.gate < 501 and q.stale_since_accepted() == (0, 0)
+
+
+def test_the_downlink_says_what_it_dropped(caplog):
+    import logging
+
+    d, ring, _ = downlink(frames_ahead=3)
+    d.add(b"\x01" * 160, 1)
+    d.interrupt(2)
+    for _ in range(3):
+        d.add(b"\x02" * 160, 1)
+    with caplog.at_level(logging.INFO, logger="pyconvai.playback"):
+        d.add(b"\x03" * 160, 2)
+    assert "dropped 3 late chunks (60 ms) of an interrupted reply" in caplog.text

@@ -152,6 +152,19 @@ def _run_pair(turns: _Turns, producer, consumer, stall_seconds: float = 60.0):
     assert not failures, failures
 
 
+def _consume_until_finished(ring: Ring, turns: _Turns, size: int, take) -> None:
+    """The consumer: pop up to ``size`` bytes at a time until the producer has finished
+    and the ring is empty; ``take`` gets each non-empty pop."""
+    while True:
+        turns.wait_until(lambda: ring.used or turns.finished)
+        data = ring.pop(size)
+        if not data and turns.finished and not ring.used:
+            return
+        if data:
+            take(data)
+        turns.moved()
+
+
 def test_one_producer_one_consumer_no_loss_no_reordering():
     ring = Ring.allocate(4096)
     turns = _Turns()
@@ -193,16 +206,7 @@ def test_overwrite_under_concurrency_never_returns_torn_or_reordered_data():
             turns.moved()
         turns.finish()
 
-    def consumer():
-        while True:
-            turns.wait_until(lambda: ring.used or turns.finished)
-            data = ring.pop(512)
-            if not data and turns.finished and not ring.used:
-                return
-            received.extend(data)
-            turns.moved()
-
-    _run_pair(turns, producer, consumer)
+    _run_pair(turns, producer, lambda: _consume_until_finished(ring, turns, 512, received.extend))
     assert len(received) % 4 == 0
     values = struct.unpack(f"<{len(received) // 4}I", bytes(received))
     assert values[-1] == total - 1
@@ -229,17 +233,10 @@ def test_discard_while_consuming(capacity):
             turns.moved()
         turns.finish()
 
-    def consumer():
-        while True:
-            turns.wait_until(lambda: ring.used or turns.finished)
-            data = ring.pop(4)
-            if not data and turns.finished and not ring.used:
-                return
-            if data:
-                seen.append(struct.unpack("<I", data)[0])
-            turns.moved()
+    def take(data: bytes) -> None:
+        seen.append(struct.unpack("<I", data)[0])
 
-    _run_pair(turns, producer, consumer)
+    _run_pair(turns, producer, lambda: _consume_until_finished(ring, turns, 4, take))
     assert all(b > a for a, b in zip(seen, seen[1:]))
     assert len(seen) + ring.counters["discarded"] // 4 == 2000
 

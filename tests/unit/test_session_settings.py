@@ -5,7 +5,9 @@ import ssl
 
 import pytest
 
-from pyconvai.session import EndStatus, Session, SessionSettings, SessionState
+from pyconvai.config import SessionSettings
+from pyconvai.outcome import EndStatus
+from pyconvai.session import Session, SessionState
 
 
 def test_defaults():

@@ -1,6 +1,9 @@
 """Figures from the module's clock records (pyconvai/stats.py)."""
 
-from pyconvai.stats import CLOCK_CAPTURED, CLOCK_RECORD, CLOCK_WRITTEN, CallStats, Histogram, Totals
+from pyconvai.stats import CallStats, Histogram, Totals
+from pyconvai.wire import CLOCK_RECORD, ClockKind
+
+CLOCK_WRITTEN, CLOCK_CAPTURED = ClockKind.WRITTEN, ClockKind.CAPTURED
 
 FRAME = 160
 
@@ -83,10 +86,11 @@ def test_histogram_and_totals_in_prometheus_format():
     assert 'x_bucket{le="0.005"} 1' in lines and 'x_bucket{le="0.02"} 2' in lines
     assert 'x_bucket{le="+Inf"} 3' in lines and "x_count 3" in lines
     totals = Totals()
-    stats = CallStats(downlink_latencies=[0.01], frames_written=50)
-    totals.add(stats, frames_in=40, underruns=1, interruptions=2, dropped=0)
+    stats = CallStats(downlink_latencies=[0.01], frames_written=50, interruptions=2)
+    totals.add(stats, frames_in=40, underruns=1, dropped=0)
     text = totals.prometheus()
     assert "asterisk_elevenlabs_frames_out_total 50" in text
+    assert "asterisk_elevenlabs_interruptions_total 2" in text
     assert "asterisk_elevenlabs_underruns_total 1" in text
     assert "asterisk_elevenlabs_downlink_latency_seconds_count 1" in text
 

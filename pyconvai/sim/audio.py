@@ -1,4 +1,4 @@
-"""Small pure-Python audio helpers for the simulator and the tests.
+"""Small pure-Python audio helpers for the simulator, the tests and the benchmark.
 
 Stdlib only (``audioop`` is gone in Python 3.13, so G.711 is implemented here).
 PCM16 means 16-bit signed little-endian mono samples; a trailing odd byte is
@@ -14,16 +14,7 @@ import sys
 from array import array
 from functools import cache
 
-FORMATS: tuple[str, ...] = (
-    "ulaw_8000",
-    "pcm_8000",
-    "pcm_16000",
-    "pcm_22050",
-    "pcm_24000",
-    "pcm_44100",
-    "pcm_48000",
-)
-"""Audio format names used by the ElevenLabs Agents WebSocket API."""
+from ..protocol import FORMATS, AudioFormat
 
 _ULAW_BIAS = 0x84
 _ULAW_CLIP = 8159  # 14-bit magnitude limit before biasing
@@ -35,8 +26,8 @@ def parse_format(fmt: str) -> tuple[str, int]:
     """Split a format name such as ``ulaw_8000`` into ``("ulaw", 8000)``."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown audio format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    codec, rate = fmt.split("_")
-    return codec, int(rate)
+    parsed = AudioFormat.parse(fmt)
+    return parsed.encoding, parsed.sample_rate
 
 
 def sample_rate(fmt: str) -> int:

@@ -1,0 +1,227 @@
+/*
+ * app_elevenlabs_convai -- ElevenLabs Conversational AI for Asterisk
+ *
+ * This program is free software, distributed under the terms of
+ * the GNU General Public License Version 2.
+ */
+
+/*! \file
+ *
+ * \brief Private to the module: what its C files share.
+ *
+ * - app_elevenlabs_convai.c: the application, the pacing loop, control
+ *   records, load and unload;
+ * - convai_capture.c: the capture framehook (caller audio into the uplink);
+ * - convai_config.c: elevenlabs.conf (ACO), API keys, per-call settings,
+ *   concurrency limits and debug switches;
+ * - convai_cli.c: CLI commands, metrics and res_prometheus.
+ *
+ * Nothing here takes the GIL; embed.h is the only way into Python.
+ */
+
+#ifndef CONVAI_H
+#define CONVAI_H
+
+#include "asterisk/stringfields.h"
+
+#include "convai_wire.h"
+
+struct ast_channel;
+struct ast_format;
+struct convai_ring;
+struct ast_str;
+struct ast_variable;
+struct ao2_container;
+
+#define CONVAI_APP "ElevenLabsConversationalAI"
+#define CONVAI_DEFAULT_VENV "/opt/app_elevenlabs_convai/venv"
+
+/*! \brief How a conversation ended: ELEVENLABS_STATUS. */
+enum convai_status {
+	CONVAI_STATUS_AGENT_ENDED,
+	CONVAI_STATUS_CALLER_HANGUP,
+	CONVAI_STATUS_FAILED,
+	CONVAI_STATUS_CONFIG_ERROR,
+	CONVAI_STATUS_BUSY,
+	/*! Not a status: how many there are. */
+	CONVAI_STATUS_COUNT,
+};
+
+/*! \brief The dialplan's name of \a status ("AGENT_ENDED"...). */
+const char *convai_status_name(enum convai_status status);
+
+/*! \brief The status called \a name, or -1 when there is none. */
+int convai_status_parse(const char *name);
+
+/*! \brief [general] of elevenlabs.conf. */
+struct convai_general {
+	AST_DECLARE_STRING_FIELDS(
+		AST_STRING_FIELD(python_venv);
+	);
+	int debug;
+	unsigned int max_concurrent_calls;
+};
+
+/*! \brief Overrides an agent may send (they must also be enabled at ElevenLabs). */
+enum convai_override {
+	CONVAI_OVERRIDE_FIRST_MESSAGE = (1 << 0),
+	CONVAI_OVERRIDE_PROMPT = (1 << 1),
+	CONVAI_OVERRIDE_LANGUAGE = (1 << 2),
+	CONVAI_OVERRIDE_VOICE_ID = (1 << 3),
+};
+
+/*! \brief One agent section of elevenlabs.conf; immutable once applied. */
+struct convai_agent {
+	AST_DECLARE_STRING_FIELDS(
+		AST_STRING_FIELD(name);
+		AST_STRING_FIELD(agent_id);
+		AST_STRING_FIELD(api_key);
+		AST_STRING_FIELD(api_key_file);
+		AST_STRING_FIELD(api_key_env);
+		/*! The key in use, from whichever of the three sources is set. */
+		AST_STRING_FIELD(key);
+		AST_STRING_FIELD(signed_url_endpoint);
+		AST_STRING_FIELD(override_first_message);
+		AST_STRING_FIELD(override_prompt);
+		AST_STRING_FIELD(override_language);
+		AST_STRING_FIELD(override_voice_id);
+		AST_STRING_FIELD(max_call_duration_message);
+	);
+	int send_caller_number;
+	unsigned int buffer_ms;
+	unsigned int max_connection_attempts;
+	unsigned int connection_timeout_seconds;
+	unsigned int max_call_duration_seconds;
+	unsigned int max_concurrent_calls;
+	/*! enum convai_override bits from allow_overrides. */
+	unsigned int allowed_overrides;
+	/*! "name = dialplan expression" pairs, evaluated for each call. */
+	struct ast_variable *dynamic_variables;
+	int debug;
+};
+
+/*! \brief A whole elevenlabs.conf; a call keeps the snapshot it started with. */
+struct convai_config {
+	struct convai_general *general;
+	struct ao2_container *agents;
+};
+
+/*! \brief An override: its allow_overrides name, per-call variable and agent default. */
+struct convai_override_field {
+	const char *name;
+	const char *variable;
+	unsigned int flag;
+	size_t offset;
+};
+
+extern const struct convai_override_field convai_override_fields[];
+extern const size_t convai_override_count;
+
+/*! \brief The agent's value of an override field. */
+#define CONVAI_FIELD(agent, offset) (*(const char **) ((const char *) (agent) + (offset)))
+
+/* convai_config.c: any thread, no channel locked unless stated. */
+
+/*! \brief Register the options and read elevenlabs.conf; a file with errors leaves no agent. */
+int convai_config_init(void);
+
+/*! \brief Free the configuration and its containers (unload, or a declined load). */
+void convai_config_release(void);
+
+/*!
+ * \brief Read elevenlabs.conf again; on errors the previous configuration stays.
+ * \retval 0 applied or unchanged
+ * \retval -1 errors (logged)
+ */
+int convai_config_reload(void);
+
+/*! \brief The configuration in force (a reference, or NULL). */
+struct convai_config *convai_config_get(void);
+
+/*! \brief The agent called \a name (a reference), or NULL. */
+struct convai_agent *convai_agent_get(const char *name);
+
+/*! \brief The configured python_venv (a static buffer: load and CLI threads). */
+const char *convai_venv_path(void);
+
+/*! \brief Where the agent's key came from, for the CLI. */
+const char *convai_key_source(const struct convai_agent *agent);
+
+/*! \brief Whether calls of \a agent log at debug level. */
+int convai_agent_debug(const struct convai_agent *agent);
+
+/*! \brief "elevenlabs debug on|off": for every agent (\a agent NULL) or one. */
+void convai_set_debug(const struct convai_agent *agent, int on);
+
+/*! \brief "elevenlabs debug on|off" for every agent, or [general] debug. */
+int convai_debug_everywhere(void);
+
+/*! \brief Live calls of one agent name (kept across reloads). */
+struct convai_usage;
+
+/*!
+ * \brief Count a new call against the limits, or say (in \a reason) which one it is over.
+ * \return the usage to release when the call ends, or NULL (busy or out of memory)
+ */
+struct convai_usage *convai_usage_acquire(const struct convai_agent *agent, char *reason, size_t len);
+
+/*! \brief The call counted by convai_usage_acquire() has ended (NULL: nothing). */
+void convai_usage_release(struct convai_usage *usage);
+
+/*! \brief Live calls of the agent called \a name. */
+int convai_usage_calls(const char *name);
+
+/*! \brief Append one "asterisk_elevenlabs_calls_active{agent=...}" line per agent ever used. */
+void convai_usage_metrics(struct ast_str **out);
+
+/*!
+ * \brief Everything Python needs for one call, as NULL-terminated name, value pairs.
+ *
+ * Channel thread, channel not locked: dialplan expressions are evaluated here.
+ * \return an array allocated with ast_malloc (free it with convai_settings_free()), or NULL
+ */
+const char **convai_call_settings(struct ast_channel *chan, const struct convai_agent *agent);
+
+/*! \brief Free what convai_call_settings() returned. */
+void convai_settings_free(const char **pairs);
+
+/* convai_capture.c: the channel thread, channel not locked on entry. */
+
+/*! \brief The capture framehook's state (an ao2 object). */
+struct convai_capture;
+
+/*!
+ * \brief Attach the capture framehook: caller audio goes to \a uplink, its timing to \a clock.
+ * \param[out] hook_id the framehook's id, for convai_capture_detach()
+ * \return a reference to the capture state, or NULL (nothing attached)
+ */
+struct convai_capture *convai_capture_attach(struct ast_channel *chan, struct convai_ring *uplink,
+	struct convai_ring *clock, int *hook_id);
+
+/*! \brief Detach the framehook (\a hook_id -1: nothing to do); sets \a hook_id to -1. */
+void convai_capture_detach(struct ast_channel *chan, int *hook_id);
+
+/*! \brief Capture in the agent's input format from now on (takes the channel lock). */
+void convai_capture_set_format(struct convai_capture *capture, struct ast_channel *chan, struct ast_format *format);
+
+/*! \brief Nonzero once the caller's codec was found to have no translation path. */
+int convai_capture_untranslatable(const struct convai_capture *capture);
+
+/*! \brief Tell Python when something happened to the audio (any thread, never blocks). */
+void convai_clock(struct convai_ring *clock, enum convai_clock_kind kind, uint64_t position);
+
+/* convai_cli.c: CLI threads, the res_prometheus scrape thread. */
+
+/*! \brief Register the CLI commands and the metrics. */
+int convai_cli_register(void);
+
+/*! \brief Unregister them (safe when they were never registered). */
+void convai_cli_unregister(void);
+
+/*! \brief Export metrics through res_prometheus, if it is loaded now (any later reload retries). */
+void convai_prometheus_attach(void);
+
+/*! \brief Count a finished call by its status (any thread). */
+void convai_count_outcome(enum convai_status status);
+
+#endif /* CONVAI_H */

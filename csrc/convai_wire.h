@@ -1,0 +1,75 @@
+/*
+ * app_elevenlabs_convai -- ElevenLabs Conversational AI for Asterisk
+ *
+ * This program is free software, distributed under the terms of
+ * the GNU General Public License Version 2.
+ */
+
+/*! \file
+ *
+ * \brief What crosses the rings between the channel thread and pyconvai.
+ *
+ * This header is the contract; pyconvai/wire.py is its mirror, and
+ * tests/unit/test_wire.py parses this file and fails when the two differ.
+ * Change anything here and bump CONVAI_WIRE_VERSION: the runtime refuses a
+ * module whose version differs from its own (a venv from another build would
+ * otherwise read records of another layout). Plain C, no Asterisk or Python
+ * headers: both sides of the boundary include it.
+ */
+
+#ifndef CONVAI_WIRE_H
+#define CONVAI_WIRE_H
+
+#include <stdint.h>
+
+/*! \brief Layout version of everything below; pyconvai.wire.WIRE_VERSION must match. */
+#define CONVAI_WIRE_VERSION 2
+
+/*! \brief Agent audio crosses the downlink in frames of this many milliseconds. */
+#define CONVAI_FRAME_MS 20
+
+/*! \brief What a clock record times. */
+enum convai_clock_kind {
+	/*! An agent frame was written; position: its first byte in the downlink stream. */
+	CONVAI_CLOCK_WRITTEN = 1,
+	/*! Caller audio was captured; position: the uplink stream's end after it. */
+	CONVAI_CLOCK_CAPTURED = 2,
+};
+
+/*!
+ * \brief One timed audio event, channel thread -> Python through the clock ring,
+ * so that Python can compute exact latencies (pyconvai/stats.py).
+ * Little-endian, 24 bytes, no padding.
+ */
+struct convai_clock_record {
+	uint64_t position;
+	/*! CLOCK_MONOTONIC in nanoseconds. */
+	uint64_t at_ns;
+	/*! enum convai_clock_kind */
+	uint32_t kind;
+	uint32_t reserved;
+};
+
+/*!
+ * \brief Control records, Python -> channel thread, through the control ring.
+ *
+ * Each record is a CONVAI_CONTROL_HEADER-byte header (kind, 0, payload length
+ * as little-endian uint16) and a payload of at most CONVAI_CONTROL_MAX_PAYLOAD
+ * bytes of NUL-separated UTF-8 strings.
+ */
+enum convai_control {
+	/*! "input_format\0output_format": the agent's formats are known. */
+	CONVAI_CONTROL_FORMATS = 1,
+	/*! "status\0conversation_id\0reason": end the call now. */
+	CONVAI_CONTROL_END = 2,
+	/*! "conversation_id": the agent accepted the call. */
+	CONVAI_CONTROL_STARTED = 3,
+};
+
+/*! \brief Size of a control record header. */
+#define CONVAI_CONTROL_HEADER 4
+
+/*! \brief Largest control record payload. */
+#define CONVAI_CONTROL_MAX_PAYLOAD 8192
+
+#endif /* CONVAI_WIRE_H */

@@ -1,0 +1,220 @@
+"""Faults, abuse and operations, inside a real Asterisk: it stays up, no channel is left,
+every call ends with a status, and nothing from the network forges a header or a log line."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+
+import pytest
+
+from pyconvai.sim import AgentScript
+from tests.e2e.calls import API_KEY, tone_frames
+
+ULAW = {"output_format": "ulaw_8000", "input_format": "ulaw_8000"}
+SCRIPTS = {
+    "agent_greeting": AgentScript(**ULAW, greeting_ms=2000),
+    "agent_bad_id": AgentScript(**ULAW, greeting_ms=8000, reply_ms=1500, vad_scores=True,
+                                interruption_event_id=2**53),
+    "agent_injects": AgentScript(
+        **ULAW, greeting_ms=500, close_after_s=1.0, close_code=1011,
+        greeting_text="hello\r\nEvent: Hangup\r\nChannel: SIP/victim-0001\x00" + "y" * (1 << 20),
+        close_reason="bad\r\nEvent: Hangup\r\nCause: 16\x00"),
+    "agent_narrow_in": AgentScript(output_format="pcm_16000", input_format="ulaw_8000", greeting_ms=1000),
+    "agent_flood": AgentScript(**ULAW, greeting_ms=120_000, send_speed=10.0, ping_interval_s=0.005),
+}
+
+
+@pytest.fixture
+def bed(call_bed):
+    return lambda agents, **kwargs: call_bed(agents, SCRIPTS, **kwargs)
+
+
+def assert_healthy(b) -> None:
+    """Asterisk answers, no channel or conversation is left behind."""
+    b.wait_idle(timeout=30)
+    assert "Running" in b.ast.cli("module show like elevenlabs")
+    assert "Runtime:         running" in b.ast.cli("elevenlabs show runtime")
+
+
+def test_reloads_at_once_never_race(bed, sim):
+    """'elevenlabs reload' goes through the loader's reload lock, as 'module reload' does."""
+    b = bed({"greeter": {"elevenlabs_agent_id": "agent_greeting"}})
+    answers: list[str] = []
+
+    def reload(command: str) -> None:
+        for _ in range(10):
+            answers.append(b.ast.cli(command))
+
+    threads = [threading.Thread(target=reload, args=(command,))
+               for command in ("elevenlabs reload", "elevenlabs reload", "module reload app_elevenlabs_convai")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    mine = [a for a in answers if "elevenlabs.conf" in a or "reload is in progress" in a]
+    assert mine and all(("reloaded" in a) or ("reload is in progress" in a) for a in mine), mine
+    assert "greeter" in b.ast.cli("elevenlabs show agents")
+    b.call("greeter", "caller-r1-3")
+    assert b.result()["Status"] == "CALLER_HANGUP"
+    assert_healthy(b)
+
+
+def test_a_rotated_key_file_is_read_again_by_reload(bed, sim):
+    b = bed({"filed": {"elevenlabs_agent_id": "agent_greeting", "elevenlabs_api_key": None,
+                       "elevenlabs_api_key_file": "{etc}/key", "max_connection_attempts": 1}})
+    key = b.ast.host_path(b.ast.path("etc")) / "key"
+    key.write_text("sk_revoked_key_000000000000000\n")
+    key.chmod(0o600)
+    assert "elevenlabs.conf reloaded" in b.ast.cli("elevenlabs reload")
+    b.call("filed", "caller-k1-3")
+    assert b.result()["Status"] == "FAILED"  # the revoked key: HTTP 401
+    key.write_text(API_KEY + "\n")  # elevenlabs.conf itself does not change
+    assert "elevenlabs.conf reloaded" in b.ast.cli("elevenlabs reload")
+    b.call("filed", "caller-k2-3")
+    # A FAILED call reports twice (dialplan, then h); the next one's report says it connected.
+    assert b.event("UserEvent", UserEvent="ConvaiResult", Status="CALLER_HANGUP")["Channel"] != \
+        b.result()["Channel"]
+    assert "sk_revoked" not in b.ast.log_text() and API_KEY not in b.ast.log_text()
+
+
+def test_a_key_file_others_can_read_is_warned_about(bed, sim):
+    b = bed({"filed": {"elevenlabs_agent_id": "agent_greeting", "elevenlabs_api_key": None,
+                       "elevenlabs_api_key_file": "{etc}/key"}})
+    key = b.ast.host_path(b.ast.path("etc")) / "key"
+    key.write_text(API_KEY)
+    key.chmod(0o644)
+    b.ast.cli("elevenlabs reload")
+    assert re.search(r"elevenlabs_api_key_file \S+/key can be read by others \(mode 644\)", b.ast.log_text())
+
+
+def test_a_clear_text_endpoint_beyond_this_machine_is_refused(make_asterisk):
+    ast = make_asterisk({"elevenlabs.conf": "[a]\nelevenlabs_agent_id = x\n"
+                         "elevenlabs_get_signed_url_endpoint = http://api.example.com/v1/get-signed-url\n"})
+    assert re.search(r"\[a\] elevenlabs_get_signed_url_endpoint must be an https:// URL", ast.log_text())
+    assert "No configuration loaded" in ast.cli("elevenlabs show agents")
+
+
+def test_server_text_cannot_forge_ami_headers_variables_or_log_lines(bed, sim):
+    b = bed({"inject": {"elevenlabs_agent_id": "agent_injects"}})
+    b.call("inject", "caller-i1-10")
+    result = b.result()
+    assert result["Status"] == "FAILED"
+    assert "bad Event: Hangup Cause: 16" in result["Reason"]  # one line, the text kept
+    ended = b.event("ElevenLabsConversationEnded")
+    assert "\r" not in ended["Reason"] and "\x00" not in ended["Reason"]
+    transcripts = b.events("ElevenLabsTranscript")
+    assert transcripts and all(len(t["Text"]) <= 2000 for t in transcripts)
+    assert not [e for e in b.events("Hangup") if e.get("Channel", "").startswith("SIP/victim")]
+    assert "Cause" not in ended and "Cause" not in result
+    ours = [line for line in b.ast.log_text().splitlines() if "inject" in line or "agent_injects" in line]
+    assert ours and all(len(line) < 2300 for line in ours)
+    assert_healthy(b)
+
+
+def test_an_interruption_id_from_nowhere_does_not_silence_the_call(bed, sim):
+    b = bed({"barge": {"elevenlabs_agent_id": "agent_bad_id", "elevenlabs_audio_frames_buffer_ms": 20}})
+    b.call("barge", "talk-b1-2-speak1k-4")
+    b.result()
+    record = sim.wait_for_conversations(1)[0]
+    assert record.interruptions, "the simulator saw no barge-in"
+    heard, rate = b.heard("b1")
+    greeting, reply = tone_frames(heard, rate, 440.0), tone_frames(heard, rate, 880.0)
+    assert greeting.frames < 8000 // 20 - 100, "the greeting was not interrupted"
+    assert abs(reply.frames - 1500 // 20) <= 1, "the reply after the bad id was not heard"
+    assert "interruption event_id 9007199254740992 is far beyond" in b.ast.log_text()
+    assert_healthy(b)
+
+
+def test_audio_and_pings_far_faster_than_real_time_stay_bounded(bed, sim):
+    """The agent sends 10x real time and pings every 5 ms: in 15 s it has sent 150 s of audio.
+    The call holds at most MAX_QUEUED_MS of it (oldest dropped and counted), answers the
+    pings, and ends cleanly."""
+    b = bed({"flood": {"elevenlabs_agent_id": "agent_flood"}})
+    b.call("flood", "caller-x1-15")
+    b.event("ElevenLabsConversationStarted")
+    before = b.ast.process_stats()
+    assert b.result(timeout=60)["Status"] == "CALLER_HANGUP"
+    stats = b.stats()
+    assert int(stats["AgentAudioDroppedFrames"]) > 0
+    assert "dropping the oldest" in b.ast.log_text()
+    record = sim.wait_for_conversations(1)[0]
+    assert len(record.pongs) > 500 and record.close_code == 1000
+    # 150 s of μ-law is 1.2 MB, more as Python frames; the cap holds 60 s.
+    assert b.ast.process_stats()["rss_kib"] - before["rss_kib"] < 8 * 1024
+    assert_healthy(b)
+
+
+def test_forced_unloads_leave_live_calls_and_asterisk_alone(bed, sim):
+    b = bed({"greeter": {"elevenlabs_agent_id": "agent_greeting"}})
+    b.call("greeter", "caller-u1-6")
+    b.event("ElevenLabsConversationStarted")
+    b.ast.cli("module unload -f app_elevenlabs_convai.so")
+    assert "Running" in b.ast.cli("module show like elevenlabs")
+    b.ast.cli("module unload -h app_elevenlabs_convai.so")
+    assert b.result()["Status"] == "CALLER_HANGUP"  # the live call was not hung up by either
+    heard, rate = b.heard("u1")
+    assert abs(tone_frames(heard, rate, 440.0).frames - 100) <= 1
+    b.call("greeter", "caller-u2-3")  # the application and its CLI still work, nothing freed under them
+    assert b.result(index=1)["Status"] == "CALLER_HANGUP"
+    assert "Live calls" in b.ast.cli("elevenlabs show runtime")
+    b.wait_idle()
+
+
+def test_a_venv_missing_a_package_says_so_and_recovers_on_reload(make_asterisk):
+    ast = make_asterisk(start=False)
+    venv = ast.path("lib") + "/venv-incomplete"
+    shutil.copytree(ast.host_path("/opt/app_elevenlabs_convai/venv"), ast.host_path(venv), symlinks=True)
+    (orjson,) = ast.host_path(venv).glob("lib/python3*/site-packages/orjson")
+    aside = orjson.with_name("orjson-aside")
+    orjson.rename(aside)
+    ast.write_config("elevenlabs.conf", f"[general]\npython_venv = {venv}\n[a]\nelevenlabs_agent_id = x\n")
+    ast.start()
+    assert "No module named 'orjson'" in ast.wait_for_log("import pyconvai.runtime failed")
+    assert "Runtime:         not running" in ast.cli("elevenlabs show runtime")
+    aside.rename(orjson)  # the administrator installs it
+    ast.cli("elevenlabs reload")
+    assert "Runtime:         running" in ast.cli("elevenlabs show runtime")
+    assert "another module already embeds Python" not in ast.log_text()
+
+
+@pytest.mark.parametrize("how", ["now", "gracefully"])
+def test_shutdown_with_live_wss_calls_closes_each_with_1000(call_bed, sim, tmp_path, how):
+    from tests.loopback.loopback_helpers import self_signed_cert
+
+    calls = 100
+    b = call_bed({"greeter": {"elevenlabs_agent_id": "agent_greeting"}}, SCRIPTS, tls=self_signed_cert(tmp_path))
+    assert sim.signed_url_endpoint.startswith("https://")
+    for i in range(calls):
+        b.call("greeter", f"caller-s{i}-60")
+    for i in range(calls):
+        b.event("ElevenLabsConversationStarted", index=i, timeout=120)
+    if how == "gracefully":
+        b.ast.cli("channel request hangup all")
+        b.ast.cli("core stop gracefully")
+        assert b.ast.process.wait(60) == 0
+    else:
+        assert b.ast.stop(timeout=30) == 0
+    records = sim.wait_for_conversations(calls)
+    assert all(r.closed.wait(10) for r in records)
+    assert [(r.close_code, r.closed_by) for r in records] == [(1000, "client")] * calls
+    assert "Segmentation" not in b.ast.stdout_text()
+
+
+def test_no_translation_path_for_the_callers_codec_ends_the_call_once(bed, sim):
+    """A caller whose codec cannot reach the agent's input: slin16 to μ-law with no resampler
+    loaded (as G.729 with no codec module). The agent speaks slin16, so only capture fails."""
+    from pyconvai.sim import audio
+    from tests.e2e.asterisk import MODULES
+
+    b = bed({"wide_out": {"elevenlabs_agent_id": "agent_narrow_in"}},
+            modules=[m for m in MODULES if m not in ("codec_resample.so", "codec_g722.so")])  # g722 resamples too
+    sound = b.ast.host_path(b.ast.path("sounds")) / "speak16k.sln16"
+    sound.write_bytes(audio.tone(1000.0, 1000, 16000, 12000) + audio.silence(300, 16000))
+    b.call("wide_out", "talk-t1-1-speak16k-3", codecs="slin16")
+    result = b.result()
+    assert result["Status"] == "FAILED" and "cannot be translated" in result["Reason"], result
+    errors = [line for line in b.ast.log_text().splitlines() if "no translation path" in line]
+    assert len(errors) == 1, errors
+    assert_healthy(b)
