@@ -2,7 +2,8 @@
 
 import pytest
 
-from pyconvai.client import public_url, redact_url
+from pyconvai.client import ConnectFailed, public_url, redact_url, require_encryption
+from pyconvai.runtime import redact_secrets
 
 
 def test_redact_signed_url_hides_signature_only():
@@ -59,3 +60,27 @@ def test_public_url_quotes_agent_id_and_rejects_bad_endpoint():
     assert public_url("https://h/x", "a b&c").endswith("agent_id=a+b%26c")
     with pytest.raises(ValueError):
         public_url("ftp://h/x", "a")
+
+
+@pytest.mark.parametrize("url", ["https://api.elevenlabs.io/x", "wss://api.elevenlabs.io/x?token=1",
+                                 "http://127.0.0.1:9000/x", "ws://127.8.9.10/x", "http://localhost/x",
+                                 "ws://[::1]:80/x"])
+def test_encrypted_or_local_urls_are_allowed(url):
+    require_encryption(url, "signed URL")
+
+
+@pytest.mark.parametrize("url", ["http://api.elevenlabs.io/x", "ws://10.0.0.5/x?conversation_signature=S3CRET",
+                                 "http://127.example.com/x", "ws://localhost.evil.com/x"])
+def test_clear_text_beyond_this_machine_is_refused_without_showing_the_token(url):
+    with pytest.raises(ConnectFailed) as refused:
+        require_encryption(url, "signed URL")
+    assert "is not encrypted" in refused.value.reason and "S3CRET" not in refused.value.reason
+
+
+def test_log_lines_never_carry_tokens_or_keys():
+    traceback_line = ("  File x, line 3: InvalidURI('wss://h/v1?agent_id=a&conversation_signature=abc.def&token=T0K'), "
+                      "headers={'xi-api-key': 'sk_live_0123456789abcdef'}\r\nforged line")
+    line = redact_secrets(traceback_line)
+    for secret in ("abc.def", "T0K", "0123456789abcdef", "\r", "\n"):
+        assert secret not in line
+    assert "agent_id=a" in line
