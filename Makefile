@@ -142,7 +142,8 @@ bench: dev
 # One call through the real Asterisk: the bundled agent simulator speaking with espeak-ng
 # (installed here when missing) and a synthetic caller; the conversation is printed as it
 # happens. With ELEVENLABS_AGENT_ID (and ELEVENLABS_API_KEY) set, your real agent instead.
-# DEMO_ARGS: --out FILE (the recording, default out/demo-call.wav), --timeout S, --simulator.
+# DEMO_ARGS: --out FILE (the recording, default out/demo-call.wav), --timeout S, --simulator,
+# --transfer (the agent puts the caller through to a local extension).
 demo: dev
 	@if ! command -v espeak-ng >/dev/null 2>&1; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

@@ -41,9 +41,11 @@
 #include "asterisk/astobj2.h"
 #include "asterisk/channel.h"
 #include "asterisk/format_cache.h"
+#include "asterisk/indications.h"
 #include "asterisk/logger.h"
 #include "asterisk/manager.h"
 #include "asterisk/module.h"
+#include "asterisk/musiconhold.h"
 #include "asterisk/pbx.h"
 #include "asterisk/strings.h"
 #include "asterisk/timing.h"
@@ -69,6 +71,8 @@
 #define CONVAI_CONTROL_BYTES (64 * 1024)
 /*! Clock records of about 20 s of frames; Python drains them on every uplink chunk, at least every 100 ms. */
 #define CONVAI_CLOCK_BYTES (64 * 1024)
+/*! Ringing when the channel's tone zone has none: the North American ring. */
+#define CONVAI_DEFAULT_RING "440+480/2000,0/4000"
 /*! How long Python may stay silent after start before the call is failed. */
 #define CONVAI_STARTUP_GRACE_SECONDS 5
 #define CONVAI_SHUTDOWN_TIMEOUT_MS 3000
@@ -107,6 +111,12 @@
 					<value name="FAILED">The conversation could not start or broke off; the dialplan continues so the caller can be routed elsewhere.</value>
 					<value name="CONFIG_ERROR">Unknown agent, bad option, or the service rejected the configuration (close 1008).</value>
 					<value name="BUSY">The agent (or the whole module) is at its max_concurrent_calls; the call was not answered.</value>
+					<value name="TRANSFER">The agent put the caller through: the channel continues at transfer_context, ELEVENLABS_TRANSFER_DESTINATION, 1.</value>
+					<value name="VOICEMAIL">The agent reached a voicemail (its voicemail_detection tool) and its message has played; as AGENT_ENDED.</value>
+					<value name="REDIRECTED">The channel was redirected (AMI Redirect, ChannelRedirect()); it continues where it was sent.</value>
+				</variable>
+				<variable name="ELEVENLABS_TRANSFER_DESTINATION">
+					<para>With TRANSFER: the extension of transfer_context the agent asked for.</para>
 				</variable>
 				<variable name="ELEVENLABS_CONVERSATION_ID">
 					<para>The ElevenLabs conversation id, when one was assigned.</para>
@@ -149,6 +159,16 @@ static const char *const convai_status_names[CONVAI_STATUS_COUNT] = {
 	[CONVAI_STATUS_FAILED] = "FAILED",
 	[CONVAI_STATUS_CONFIG_ERROR] = "CONFIG_ERROR",
 	[CONVAI_STATUS_BUSY] = "BUSY",
+	[CONVAI_STATUS_TRANSFER] = "TRANSFER",
+	[CONVAI_STATUS_VOICEMAIL] = "VOICEMAIL",
+	[CONVAI_STATUS_REDIRECTED] = "REDIRECTED",
+};
+
+/*! \brief What the caller hears while the agent connects (while_connecting). */
+enum convai_connecting_sound {
+	CONVAI_CONNECTING_NONE,
+	CONVAI_CONNECTING_RING,
+	CONVAI_CONNECTING_MOH,
 };
 
 enum convai_exec_flags {
@@ -190,8 +210,12 @@ struct convai_call {
 	enum convai_status status;
 	/*! Counted against the agent's and the module's limits; NULL if not (yet). */
 	struct convai_usage *usage;
+	/*! Ringing or music on hold until the first agent frame, else NONE. */
+	enum convai_connecting_sound connecting_sound;
 	char conversation_id[128];
 	char reason[512];
+	/*! Where a TRANSFER goes: an extension of the agent's transfer_context. */
+	char transfer_destination[AST_MAX_EXTENSION];
 };
 
 const char *convai_status_name(enum convai_status status)
@@ -352,11 +376,92 @@ static int convai_split(char *payload, size_t len, const char **parts, int max)
 	return n;
 }
 
+/*! \internal \brief Ringing or music on hold from answer until the agent's first words. */
+static void convai_start_connecting_sound(struct convai_call *call)
+{
+	const char *sound = call->agent->while_connecting;
+
+	if (!strcmp(sound, "ring")) {
+		/*
+		 * In band, as the core does for an answered channel (a Local or answered
+		 * SIP channel would only pass a RINGING indication on, which nobody hears).
+		 */
+		struct ast_tone_zone_sound *ring = ast_get_indication_tone(ast_channel_zone(call->chan), "ring");
+
+		ast_playtones_start(call->chan, 0, ring ? ring->data : CONVAI_DEFAULT_RING, 0);
+		if (ring) {
+			ast_tone_zone_sound_unref(ring);
+		}
+		call->connecting_sound = CONVAI_CONNECTING_RING;
+	} else if (!strncmp(sound, "moh", 3)) {
+		if (ast_moh_start(call->chan, sound[3] == ':' ? sound + 4 : NULL, NULL)) {
+			ast_log(LOG_WARNING, "%s: no music on hold (is res_musiconhold loaded?)\n", ast_channel_name(call->chan));
+			return;
+		}
+		call->connecting_sound = CONVAI_CONNECTING_MOH;
+	}
+}
+
+/*!
+ * \internal \brief Stop it before the first agent frame: a generator (MOH) makes ast_write
+ * drop frames while returning 0, and stopping it restores the write format it found.
+ */
+static void convai_stop_connecting_sound(struct convai_call *call)
+{
+	switch (call->connecting_sound) {
+	case CONVAI_CONNECTING_NONE:
+		return;
+	case CONVAI_CONNECTING_RING:
+		ast_playtones_stop(call->chan);
+		break;
+	case CONVAI_CONNECTING_MOH:
+		ast_moh_stop(call->chan);
+		break;
+	}
+	call->connecting_sound = CONVAI_CONNECTING_NONE;
+	if (call->out_format) {
+		ast_set_write_format(call->chan, call->out_format);
+	}
+}
+
+/*!
+ * \internal \brief The agent's keypad tool: send \a digits to the caller, then tell Python.
+ *
+ * Blocks this thread for the digits and pauses (w, W), as SendDTMF does: agent
+ * audio waits in the ring meanwhile (an RFC 4733 digit drops audio written with
+ * it), and the framehook still captures the caller through ast_safe_sleep().
+ */
+static void convai_send_dtmf(struct convai_call *call, const char *digits)
+{
+	int res;
+
+	convai_stop_connecting_sound(call);
+	res = ast_dtmf_stream(call->chan, NULL, digits, 250, 0);
+	ast_debug(3, "%s: sent DTMF '%s' for the agent (%d)\n", ast_channel_name(call->chan), digits, res);
+	convai_clock(call->clock, CONVAI_CLOCK_DTMF_SENT, res ? 0 : strlen(digits));
+	call->playing = 0; /* the pause is not a backlog: start the deadlines again */
+}
+
+/*! \internal \brief Whether transfer_context,destination,1 exists for this caller (as Dial would check). */
+static int convai_transfer_exists(struct convai_call *call, const char *destination)
+{
+	char caller[AST_MAX_EXTENSION];
+
+	if (ast_strlen_zero(call->agent->transfer_context) || ast_strlen_zero(destination)) {
+		return 0;
+	}
+	ast_channel_lock(call->chan);
+	ast_copy_string(caller, S_COR(ast_channel_caller(call->chan)->id.number.valid,
+		ast_channel_caller(call->chan)->id.number.str, ""), sizeof(caller));
+	ast_channel_unlock(call->chan);
+	return ast_exists_extension(call->chan, call->agent->transfer_context, destination, 1, S_OR(caller, NULL));
+}
+
 static void convai_handle_control(struct convai_call *call)
 {
 	unsigned char header[CONVAI_CONTROL_HEADER];
 	char payload[CONVAI_CONTROL_MAX_PAYLOAD + 1];
-	const char *parts[3];
+	const char *parts[4];
 	eventfd_t ignored;
 	int status;
 
@@ -393,7 +498,14 @@ static void convai_handle_control(struct convai_call *call)
 					ast_channel_name(call->chan));
 				status = CONVAI_STATUS_FAILED;
 			}
+			ast_copy_string(call->transfer_destination, parts[3], sizeof(call->transfer_destination));
 			convai_call_end(call, status, parts[2]);
+			break;
+		case CONVAI_CONTROL_SEND_DTMF:
+			convai_send_dtmf(call, parts[0]);
+			break;
+		case CONVAI_CONTROL_TRANSFER_CHECK:
+			convai_clock(call->clock, CONVAI_CLOCK_TRANSFER_CHECKED, convai_transfer_exists(call, parts[0]));
 			break;
 		default:
 			ast_log(LOG_WARNING, "%s: unknown control record %u from pyconvai\n",
@@ -433,6 +545,7 @@ static void convai_play_due_frames(struct convai_call *call)
 			return;
 		}
 		/* Playback starts now: put the timer's ticks in step with this first frame. */
+		convai_stop_connecting_sound(call);
 		call->play_epoch = now;
 		call->frames_since_epoch = 0;
 		ast_timer_set_rate(call->timer, 1000 / CONVAI_FRAME_MS);
@@ -518,11 +631,32 @@ static void convai_call_close(struct convai_call *call)
 }
 
 /*! \internal \brief Wait on the channel, the timer and Python until the call ends. */
+/*!
+ * \internal \brief ast_read() said the channel is gone: a hangup, or a redirect (AMI
+ * Redirect, ChannelRedirect()) whose new location the PBX runs once we return 0.
+ */
+static void convai_call_gone(struct convai_call *call)
+{
+	int redirected;
+
+	ast_channel_lock(call->chan);
+	redirected = ast_channel_softhangup_internal_flag(call->chan) & AST_SOFTHANGUP_ASYNCGOTO;
+	ast_channel_unlock(call->chan);
+	if (redirected) {
+		convai_call_end(call, CONVAI_STATUS_REDIRECTED, "the channel was redirected");
+		convai_embed_call_hangup(call->session, "the channel was redirected");
+	} else {
+		convai_call_end(call, CONVAI_STATUS_CALLER_HANGUP, "caller hung up");
+	}
+}
+
 static void convai_call_run(struct convai_call *call)
 {
 	struct timeval started = ast_tvnow();
 	int fds[2] = { ast_timer_fd(call->timer), call->wake_fd };
 
+	/* Keys arrive as END frames at once, not after the core's emulated duration. */
+	ast_set_flag(ast_channel_flags(call->chan), AST_FLAG_END_DTMF_ONLY);
 	while (!call->ended) {
 		struct ast_channel *ready;
 		struct ast_frame *frame;
@@ -530,11 +664,14 @@ static void convai_call_run(struct convai_call *call)
 
 		ready = ast_waitfor_nandfds(&call->chan, 1, fds, ARRAY_LEN(fds), NULL, &outfd, &ms);
 		if (ready) {
-			/* Reading drives the capture framehook; the frame itself is not needed. */
+			/* Reading drives the capture framehook; of the frames, only keys matter here. */
 			frame = ast_read(call->chan);
 			if (!frame) {
-				convai_call_end(call, CONVAI_STATUS_CALLER_HANGUP, "caller hung up");
+				convai_call_gone(call);
 				break;
+			}
+			if (frame->frametype == AST_FRAME_DTMF_END) {
+				convai_clock(call->clock, CONVAI_CLOCK_DTMF, (unsigned char) frame->subclass.integer);
 			}
 			ast_frfree(frame);
 			if (convai_capture_untranslatable(call->capture)) {
@@ -562,6 +699,7 @@ static void convai_call_run(struct convai_call *call)
 			convai_embed_call_hangup(call->session, "startup timeout");
 		}
 	}
+	ast_clear_flag(ast_channel_flags(call->chan), AST_FLAG_END_DTMF_ONLY);
 	if (call->status == CONVAI_STATUS_CALLER_HANGUP) {
 		convai_embed_call_hangup(call->session, "caller hung up");
 	}
@@ -616,6 +754,7 @@ static int convai_call_start(struct convai_call *call)
 		convai_embed_call_hangup(call->session, "framehook failed");
 		return -1;
 	}
+	convai_start_connecting_sound(call);
 	return 0;
 }
 
@@ -628,9 +767,10 @@ static int convai_call_finish(struct convai_call *call, const char *agent_name, 
 {
 	struct ast_channel *chan = call->chan;
 	const char *status = convai_status_name(call->status);
-	int res = call->status == CONVAI_STATUS_CALLER_HANGUP
-		|| (call->status == CONVAI_STATUS_AGENT_ENDED && hangup_on_end) ? -1 : 0;
+	int agent_ended = call->status == CONVAI_STATUS_AGENT_ENDED || call->status == CONVAI_STATUS_VOICEMAIL;
+	int res = call->status == CONVAI_STATUS_CALLER_HANGUP || (agent_ended && hangup_on_end) ? -1 : 0;
 
+	convai_stop_connecting_sound(call);
 	convai_capture_detach(call->chan, &call->hook_id);
 	if (call->saved_write_format) {
 		ast_set_write_format(chan, call->saved_write_format);
@@ -639,13 +779,24 @@ static int convai_call_finish(struct convai_call *call, const char *agent_name, 
 	pbx_builtin_setvar_helper(chan, "ELEVENLABS_STATUS", status);
 	pbx_builtin_setvar_helper(chan, "ELEVENLABS_CONVERSATION_ID", call->conversation_id);
 	pbx_builtin_setvar_helper(chan, "ELEVENLABS_END_REASON", call->reason);
+	if (call->status == CONVAI_STATUS_TRANSFER) {
+		pbx_builtin_setvar_helper(chan, "ELEVENLABS_TRANSFER_DESTINATION", call->transfer_destination);
+		/* Continue there once we return 0 (a pending redirect wins: ast_explicit_goto refuses). */
+		if (ast_explicit_goto(chan, call->agent->transfer_context, call->transfer_destination, 1)) {
+			ast_log(LOG_WARNING, "%s: cannot continue at %s,%s,1\n", ast_channel_name(chan),
+				call->agent->transfer_context, call->transfer_destination);
+		}
+	}
 	convai_count_outcome(call->status);
 	ast_verb(3, "%s: ElevenLabs conversation ended: %s (%s)\n", ast_channel_name(chan), status, call->reason);
 	manager_event(EVENT_FLAG_CALL, "ElevenLabsConversationEnded",
 		"Channel: %s\r\nUniqueid: %s\r\nAgent: %s\r\nConversationID: %s\r\nStatus: %s\r\n"
-		"Reason: %s\r\nDuration: %.3f\r\n",
+		"Reason: %s\r\nDuration: %.3f\r\n%s%s%s",
 		ast_channel_name(chan), ast_channel_uniqueid(chan), S_OR(agent_name, ""), call->conversation_id,
-		status, call->reason, ast_tvdiff_ms(ast_tvnow(), call->started) / 1000.0);
+		status, call->reason, ast_tvdiff_ms(ast_tvnow(), call->started) / 1000.0,
+		call->status == CONVAI_STATUS_TRANSFER ? "TransferDestination: " : "",
+		call->status == CONVAI_STATUS_TRANSFER ? call->transfer_destination : "",
+		call->status == CONVAI_STATUS_TRANSFER ? "\r\n" : "");
 	convai_call_close(call);
 	return res;
 }

@@ -43,6 +43,9 @@ enum convai_status {
 	CONVAI_STATUS_FAILED,
 	CONVAI_STATUS_CONFIG_ERROR,
 	CONVAI_STATUS_BUSY,
+	CONVAI_STATUS_TRANSFER,
+	CONVAI_STATUS_VOICEMAIL,
+	CONVAI_STATUS_REDIRECTED,
 	/*! Not a status: how many there are. */
 	CONVAI_STATUS_COUNT,
 };
@@ -86,6 +89,14 @@ struct convai_agent {
 		AST_STRING_FIELD(override_language);
 		AST_STRING_FIELD(override_voice_id);
 		AST_STRING_FIELD(max_call_duration_message);
+		/*! Where transfers go; empty: transfers off. */
+		AST_STRING_FIELD(transfer_context);
+		AST_STRING_FIELD(transfer_tool);
+		AST_STRING_FIELD(dtmf_tool);
+		/*! user_message, contextual_update or no. */
+		AST_STRING_FIELD(dtmf_to_agent);
+		/*! none, ring, moh or moh:<class>. */
+		AST_STRING_FIELD(while_connecting);
 	);
 	int send_caller_number;
 	unsigned int buffer_ms;
@@ -93,6 +104,7 @@ struct convai_agent {
 	unsigned int connection_timeout_seconds;
 	unsigned int max_call_duration_seconds;
 	unsigned int max_concurrent_calls;
+	unsigned int dtmf_timeout_ms;
 	/*! enum convai_override bits from allow_overrides. */
 	unsigned int allowed_overrides;
 	/*! "name = dialplan expression" pairs, evaluated for each call. */

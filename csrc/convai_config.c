@@ -113,6 +113,24 @@
 				<configOption name="max_concurrent_calls" default="0">
 					<synopsis>Most conversations at once with this agent (0: no limit); a call over the limit gets ELEVENLABS_STATUS=BUSY.</synopsis>
 				</configOption>
+				<configOption name="transfer_context">
+					<synopsis>Enables transfers: the transfer tool's destination is an extension of this context, where the call continues (ELEVENLABS_STATUS=TRANSFER).</synopsis>
+				</configOption>
+				<configOption name="transfer_tool" default="transfer_call">
+					<synopsis>The client tool (string parameter destination) that asks for a transfer.</synopsis>
+				</configOption>
+				<configOption name="dtmf_to_agent" default="user_message">
+					<synopsis>How the caller's keys reach the agent: user_message, contextual_update or no.</synopsis>
+				</configOption>
+				<configOption name="dtmf_timeout_ms" default="2000">
+					<synopsis>Keys are sent to the agent at # or after this many milliseconds without a new key (200 to 10000).</synopsis>
+				</configOption>
+				<configOption name="dtmf_tool" default="play_keypad_touch_tone">
+					<synopsis>The client tool (string parameter dtmf_tones: 0-9 * # A-D, w pauses 0.5 s, W 1 s) that sends keys to the caller.</synopsis>
+				</configOption>
+				<configOption name="while_connecting" default="none">
+					<synopsis>What the caller hears until the agent's first words: none, ring, moh or moh:class.</synopsis>
+				</configOption>
 			</configObject>
 		</configFile>
 	</configInfo>
@@ -149,6 +167,7 @@ static const struct convai_range convai_agent_ranges[] = {
 	{ "connection_timeout_seconds", "10", 1, 60, offsetof(struct convai_agent, connection_timeout_seconds) },
 	{ "max_call_duration_seconds", "0", 0, 86400, offsetof(struct convai_agent, max_call_duration_seconds) },
 	{ "max_concurrent_calls", "0", 0, 100000, offsetof(struct convai_agent, max_concurrent_calls) },
+	{ "dtmf_timeout_ms", "2000", 200, 10000, offsetof(struct convai_agent, dtmf_timeout_ms) },
 };
 
 static const struct convai_range convai_general_ranges[] = {
@@ -451,6 +470,34 @@ static int convai_endpoint_is_private(const char *url)
 		|| (len >= 7 && !strncmp(host, "127.", 4) && strspn(host, "0123456789.") == len);
 }
 
+/*! \internal \brief The call-control options whose values are words: one of those known. */
+static int convai_check_call_control(const struct convai_agent *agent)
+{
+	static const char *const dtmf_modes[] = { "user_message", "contextual_update", "no" };
+	const char *connecting = agent->while_connecting;
+	size_t i;
+	int res = 0;
+
+	for (i = 0; i < ARRAY_LEN(dtmf_modes) && strcmp(agent->dtmf_to_agent, dtmf_modes[i]); i++) {
+	}
+	if (i == ARRAY_LEN(dtmf_modes)) {
+		ast_log(LOG_ERROR, "elevenlabs.conf: [%s] dtmf_to_agent = '%s' is not user_message, contextual_update "
+			"or no\n", agent->name, agent->dtmf_to_agent);
+		res = -1;
+	}
+	if (strcmp(connecting, "none") && strcmp(connecting, "ring") && strcmp(connecting, "moh")
+		&& (strncmp(connecting, "moh:", 4) || ast_strlen_zero(connecting + 4))) {
+		ast_log(LOG_ERROR, "elevenlabs.conf: [%s] while_connecting = '%s' is not none, ring, moh or "
+			"moh:<class>\n", agent->name, connecting);
+		res = -1;
+	}
+	if (ast_strlen_zero(agent->transfer_tool) || ast_strlen_zero(agent->dtmf_tool)) {
+		ast_log(LOG_ERROR, "elevenlabs.conf: [%s] transfer_tool and dtmf_tool need a tool name\n", agent->name);
+		res = -1;
+	}
+	return res;
+}
+
 /*! \internal \brief Checks ACO cannot express; runs before a new config is applied. */
 static int convai_config_validate(void)
 {
@@ -477,6 +524,9 @@ static int convai_config_validate(void)
 			res = -1;
 		}
 		if (convai_resolve_key(agent)) {
+			res = -1;
+		}
+		if (convai_check_call_control(agent)) {
 			res = -1;
 		}
 		convai_warn_unsent_overrides(agent);
@@ -515,6 +565,11 @@ static const struct convai_string_option convai_agent_strings[] = {
 	{ "override_language", "", offsetof(struct convai_agent, override_language) },
 	{ "override_voice_id", "", offsetof(struct convai_agent, override_voice_id) },
 	{ "max_call_duration_message", "", offsetof(struct convai_agent, max_call_duration_message) },
+	{ "transfer_context", "", offsetof(struct convai_agent, transfer_context) },
+	{ "transfer_tool", "transfer_call", offsetof(struct convai_agent, transfer_tool) },
+	{ "dtmf_tool", "play_keypad_touch_tone", offsetof(struct convai_agent, dtmf_tool) },
+	{ "dtmf_to_agent", "user_message", offsetof(struct convai_agent, dtmf_to_agent) },
+	{ "while_connecting", "none", offsetof(struct convai_agent, while_connecting) },
 };
 
 static int convai_register_options(void)
@@ -786,6 +841,11 @@ static struct ast_variable *convai_settings_list(struct ast_channel *chan, const
 	tail = convai_setting_uint(&head, tail, "max_call_duration_seconds", agent->max_call_duration_seconds);
 	tail = convai_setting(&head, tail, "max_call_duration_message", agent->max_call_duration_message);
 	tail = convai_setting(&head, tail, "debug", convai_agent_debug(agent) ? "1" : "0");
+	tail = convai_setting(&head, tail, "transfer_context", agent->transfer_context);
+	tail = convai_setting(&head, tail, "transfer_tool", agent->transfer_tool);
+	tail = convai_setting(&head, tail, "dtmf_tool", agent->dtmf_tool);
+	tail = convai_setting(&head, tail, "dtmf_to_agent", agent->dtmf_to_agent);
+	tail = convai_setting_uint(&head, tail, "dtmf_timeout_ms", agent->dtmf_timeout_ms);
 	if (agent->send_caller_number) {
 		tail = convai_setting(&head, tail, "user_id", ast_variable_find_in_list(channel_values, "caller_number"));
 	}

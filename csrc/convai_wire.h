@@ -23,7 +23,7 @@
 #include <stdint.h>
 
 /*! \brief Layout version of everything below; pyconvai.wire.WIRE_VERSION must match. */
-#define CONVAI_WIRE_VERSION 2
+#define CONVAI_WIRE_VERSION 3
 
 /*! \brief Agent audio crosses the downlink in frames of this many milliseconds. */
 #define CONVAI_FRAME_MS 20
@@ -34,11 +34,18 @@ enum convai_clock_kind {
 	CONVAI_CLOCK_WRITTEN = 1,
 	/*! Caller audio was captured; position: the uplink stream's end after it. */
 	CONVAI_CLOCK_CAPTURED = 2,
+	/*! The caller pressed a key (DTMF end); position: the digit, as an ASCII code. */
+	CONVAI_CLOCK_DTMF = 3,
+	/*! A CONVAI_CONTROL_SEND_DTMF was carried out; position: the digits sent (0: none). */
+	CONVAI_CLOCK_DTMF_SENT = 4,
+	/*! A CONVAI_CONTROL_TRANSFER_CHECK was answered; position: 1 the extension exists, 0 not. */
+	CONVAI_CLOCK_TRANSFER_CHECKED = 5,
 };
 
 /*!
- * \brief One timed audio event, channel thread -> Python through the clock ring,
- * so that Python can compute exact latencies (pyconvai/stats.py).
+ * \brief One timed event, channel thread -> Python through the clock ring: audio
+ * (so that Python can compute exact latencies, pyconvai/stats.py), keys the
+ * caller pressed, and the answers to control records that ask a question.
  * Little-endian, 24 bytes, no padding.
  */
 struct convai_clock_record {
@@ -60,10 +67,14 @@ struct convai_clock_record {
 enum convai_control {
 	/*! "input_format\0output_format": the agent's formats are known. */
 	CONVAI_CONTROL_FORMATS = 1,
-	/*! "status\0conversation_id\0reason": end the call now. */
+	/*! "status\0conversation_id\0reason[\0transfer_destination]": end the call now. */
 	CONVAI_CONTROL_END = 2,
 	/*! "conversation_id": the agent accepted the call. */
 	CONVAI_CONTROL_STARTED = 3,
+	/*! "digits": send DTMF to the caller (0-9*#A-D, w/W pauses); answered by CONVAI_CLOCK_DTMF_SENT. */
+	CONVAI_CONTROL_SEND_DTMF = 4,
+	/*! "destination": does transfer_context,destination,1 exist? Answered by CONVAI_CLOCK_TRANSFER_CHECKED. */
+	CONVAI_CONTROL_TRANSFER_CHECK = 5,
 };
 
 /*! \brief Size of a control record header. */

@@ -31,10 +31,11 @@ from collections.abc import Callable, Mapping
 
 import orjson
 
-from .config import SettingsError, call_limits, session_settings
+from .config import SettingsError, call_control, call_limits, session_settings
 from .events import (
     AgentAudioReceived,
     CallerAudioSent,
+    ClientToolCalled,
     ConversationStarted,
     FormatsNegotiated,
     InterruptionReceived,
@@ -46,6 +47,7 @@ from .playback import Added, Downlink
 from .ring import Ring
 from .session import Session
 from .stats import CallStats
+from .tools import Tools
 from .wire import FRAME_MS, Control, control_record, one_line
 
 log = logging.getLogger("pyconvai.call")
@@ -58,10 +60,10 @@ def _weakly(method: Callable[..., None]) -> Callable[..., None]:
     """``method``, without keeping its object alive."""
     ref = weakref.WeakMethod(method)
 
-    def call(*args: object) -> None:
+    def call(*args: object, **kwargs: object) -> None:
         bound = ref()
         if bound is not None:
-            bound(*args)
+            bound(*args, **kwargs)
 
     return call
 
@@ -102,9 +104,11 @@ class Call:
         self.drain_deadline = 0.0
         self.finished = False
         self._drained = False
+        self._caller_gone = False
         unusable = None
         try:
             self.limits = call_limits(settings)
+            control = call_control(settings)
             # Through a weak reference: a call must be freed (with its rings) as soon as it
             # ends, by reference counting, not at the cycle collector's next full pass.
             self.session: Session | None = Session(session_settings(settings), listener=_weakly(self._on_event))
@@ -113,9 +117,12 @@ class Call:
         # Weakly too: no Call <-> Downlink cycle to outlive the call.
         self.downlink = Downlink(Ring.attach(rings["downlink"]), _weakly(self._wake),
                                  logger=self.session.log if self.session else log)
+        self.tools = None
         if unusable is not None:
             log.error("%s: unusable settings for agent %s: %s", self.channel, self.agent, unusable)
             self._finish(SessionEnded(EndStatus.CONFIG_ERROR, unusable, None))
+            return
+        self.tools = Tools(control, self.session, self.downlink, _weakly(self.send_control), _weakly(self._event))
 
     @property
     def conversation_id(self) -> str | None:
@@ -139,7 +146,10 @@ class Call:
         ended = await self.session.run()
         if timer is not None:
             timer.cancel()
-        if ended.status is EndStatus.AGENT_ENDED and not self.finished:
+        if self.tools.transfer_to is not None and ended.status is EndStatus.CALLER_HANGUP and not self._caller_gone:
+            ended = SessionEnded(EndStatus.TRANSFER, f"transferred to {self.tools.transfer_to}",
+                                 ended.conversation_id, ended.close_code, ended.close_reason)
+        if ended.status in (EndStatus.AGENT_ENDED, EndStatus.VOICEMAIL) and not self.finished:
             # The playback thread plays what is queued (bounded), then asks for _finish.
             self.downlink.finish()
             self.drain_deadline = time.monotonic() + self.downlink.queued_ms / 1000 + DRAIN_SLACK_SECONDS
@@ -179,8 +189,13 @@ class Call:
                 # Reached before the level was set: no ring will come for it.
                 if wanted is None or self.uplink.used < wanted:
                     break
-        self.stats.records(self.clock.pop())
-        self.stats.settle(time.monotonic())
+        now = time.monotonic()
+        for kind, position, at in self.stats.records(self.clock.pop()):
+            if self.tools is not None:
+                self.tools.record(kind, position, at)
+        if self.tools is not None and not self.finished:
+            self.tools.tick(now)
+        self.stats.settle(now)
 
     def on_doorbell(self) -> None:
         """The uplink's doorbell rang (asyncio thread, reader callback)."""
@@ -197,6 +212,7 @@ class Call:
         """Apply the session's events in the order they come (asyncio thread)."""
         match event:
             case AgentAudioReceived(audio=audio, event_id=event_id, received_at=received_at):
+                self.tools.agent_audio(received_at)
                 added = self.downlink.add(audio, event_id)
                 if added is Added.AFTER_SILENCE and audio:
                     self.stats.audio_after_silence(received_at)
@@ -209,6 +225,8 @@ class Call:
                 self._event("ElevenLabsInterruption", EventID=event_id, DroppedFrames=dropped)
             case CallerAudioSent(stream_end=stream_end, sent_at=sent_at):
                 self.stats.caller_audio_sent(stream_end, sent_at)
+            case ClientToolCalled():
+                self.tools.called(event)
             case FormatsNegotiated(input_format=fmt_in, output_format=fmt_out):
                 self.downlink.configure(fmt_out)
                 self.input_frame_bytes = fmt_in.frame_bytes(FRAME_MS)
@@ -240,7 +258,9 @@ class Call:
     # any thread
 
     def hangup(self, reason: str) -> None:
-        """The caller has gone (or Asterisk stops): close the socket with 1000."""
+        """The caller has gone (or Asterisk stops, or the channel was redirected): close the
+        socket with 1000."""
+        self._caller_gone = True
         if self.session is not None:
             self.session.hangup(reason)
         if self.ended is not None:
@@ -283,7 +303,11 @@ class Call:
             if self.finished:
                 return
             self.finished = True
-        self.send_control(Control.END, str(ended.status), ended.conversation_id or "", end_reason(ended))
+        if self.tools is not None:
+            self.tools.cancel()
+        transfer = self.tools.transfer_to if self.tools is not None and ended.status is EndStatus.TRANSFER else ""
+        self.send_control(Control.END, str(ended.status), ended.conversation_id or "", end_reason(ended),
+                          transfer or "")
         self.stats.records(self.clock.pop())
         self.stats.settle(float("inf"))
         self._event(

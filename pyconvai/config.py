@@ -51,6 +51,7 @@ RANGES = {
     "max_connection_attempts": Range("max_connection_attempts", 3, 1, 10),
     "connection_timeout_seconds": Range("connection_timeout_seconds", 10, 1, 60),
     "max_call_duration_seconds": Range("max_call_duration_seconds", 0, 0, 86400),
+    "dtmf_timeout_ms": Range("dtmf_timeout_ms", 2000, 200, 10000),
 }
 
 # Where each override goes in conversation_config_override.
@@ -161,6 +162,31 @@ def session_settings(settings: Mapping[str, str]) -> SessionSettings:
         )
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class CallControl:
+    """Transfers and keys (elevenlabs.conf's transfer_*, dtmf_*; the module checked the values)."""
+
+    transfer_enabled: bool = False  # transfer_context is set (the module keeps the context)
+    transfer_tool: str = "transfer_call"
+    dtmf_tool: str = "play_keypad_touch_tone"
+    dtmf_to_agent: str = "user_message"  # or contextual_update, no
+    dtmf_timeout_seconds: float = RANGES["dtmf_timeout_ms"].default / 1000
+
+
+def call_control(settings: Mapping[str, str]) -> CallControl:
+    defaults = CallControl()
+    mode = settings.get("dtmf_to_agent") or defaults.dtmf_to_agent
+    if mode not in ("user_message", "contextual_update", "no"):
+        raise SettingsError(f"dtmf_to_agent = {mode!r} is not user_message, contextual_update or no")
+    return CallControl(
+        transfer_enabled=bool(settings.get("transfer_context")),
+        transfer_tool=settings.get("transfer_tool") or defaults.transfer_tool,
+        dtmf_tool=settings.get("dtmf_tool") or defaults.dtmf_tool,
+        dtmf_to_agent=mode,
+        dtmf_timeout_seconds=_int(settings, "dtmf_timeout_ms") / 1000,
+    )
 
 
 def call_limits(settings: Mapping[str, str]) -> CallLimits:

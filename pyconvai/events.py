@@ -20,6 +20,7 @@ __all__ = [
     "AgentAudioReceived",
     "AgentCorrection",
     "CallerAudioSent",
+    "ClientToolCalled",
     "ConversationStarted",
     "EndStatus",
     "FormatsNegotiated",
@@ -88,6 +89,15 @@ class CallerAudioSent:
 
     stream_end: int
     sent_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ClientToolCalled:
+    """The agent called a client tool: the listener must answer it (Session.answer_client_tool)."""
+
+    name: str
+    tool_call_id: str
+    parameters: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,8 @@ class EndStatus(enum.StrEnum):
     CALLER_HANGUP = "CALLER_HANGUP"
     FAILED = "FAILED"
     CONFIG_ERROR = "CONFIG_ERROR"
+    TRANSFER = "TRANSFER"
+    VOICEMAIL = "VOICEMAIL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +39,8 @@ class ClosedBy:
     ``code`` None: the connection dropped with no close frame. ``hangup``: the
     caller's reason, if the caller went first. ``goodbye``: the reason the
     module asked the agent for a goodbye, if it then closed the socket itself.
-    ``server_error``: the last ``error`` message's (type, message).
+    ``server_error``: the last ``error`` message's (type, message). ``voicemail``:
+    the agent's voicemail_detection tool fired, so its ending is a voicemail's.
     """
 
     code: int | None
@@ -46,6 +49,7 @@ class ClosedBy:
     hangup: str | None = None
     goodbye: str | None = None
     end_call_requested: bool = False
+    voicemail: bool = False
     server_error: tuple[str, str] | None = None
 
 
@@ -65,6 +69,8 @@ def closed(facts: ClosedBy) -> SessionEnded:
     if kind not in ("", "unknown") and kind not in detail:
         detail = f"{kind}: {detail}"
     if code == 1000:
+        if facts.voicemail:
+            return ending(EndStatus.VOICEMAIL, "the agent reached a voicemail")
         if facts.end_call_requested:
             return ending(EndStatus.AGENT_ENDED, "agent ended the call")
         return ending(EndStatus.AGENT_ENDED, f"server closed the conversation: {detail}")

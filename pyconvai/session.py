@@ -50,6 +50,7 @@ from .events import (
     AgentAudioReceived,
     AgentCorrection,
     CallerAudioSent,
+    ClientToolCalled,
     ConversationStarted,
     FormatsNegotiated,
     InterruptionReceived,
@@ -86,7 +87,6 @@ _MAX_CONTROL_BACKLOG = 64  # messages waiting for the socket before pongs are sh
 _PONG_PREFIX = '{"type":"pong"'
 _PROTOCOL_WARNINGS = 10  # protocol errors logged at WARNING, the rest at DEBUG
 _END_LOG_LEVEL = {"FAILED": logging.WARNING, "CONFIG_ERROR": logging.ERROR}
-_UNSUPPORTED_TOOL = "Client tool {!r} is not supported by app_elevenlabs_convai"
 GOODBYE_TIMEOUT = 15.0  # longest wait for the agent's goodbye before closing anyway
 GOODBYE_QUIET = 1.0  # the goodbye is over when no agent audio came for this long
 
@@ -146,6 +146,7 @@ class Session:
         self.input_format: AudioFormat | None = None
         self.output_format: AudioFormat | None = None
         self.end_call_requested = False
+        self.voicemail_detected = False
         self._listener = listener
         self._log = _Log(log, {"session": weakref.ref(self)})  # no cycle: freed when the call ends
         self._protocol = ConvaiProtocol()
@@ -385,17 +386,34 @@ class Session:
         self._emit(AgentAudioReceived(audio, event_id, self._last_audio_at))
 
     def _on_client_tool_call(self, call: ClientToolCall) -> None:
-        self._protocol.client_tool_result(
-            call.tool_call_id, _UNSUPPORTED_TOOL.format(call.tool_name), True
-        )
-        self._queue_control()
-        self._log.info("refused client tool call %s", call.tool_name)
-        self._emit(ToolCall(call.tool_name, call.tool_call_id, "client", call.parameters, True))
+        self.detail("client tool call %s (%s)", call.tool_name, call.tool_call_id)
+        self._emit(ClientToolCalled(call.tool_name, call.tool_call_id, call.parameters))
+
+    def answer_client_tool(self, tool_call_id: str, result: str, is_error: bool) -> None:
+        """Send a client tool's result (asyncio thread). The agent's turn waits for it."""
+        if self._state is SessionState.ACTIVE:
+            self._protocol.client_tool_result(tool_call_id, result, is_error)
+            self._queue_control()
+
+    def send_user_message(self, text: str) -> None:
+        """Tell the agent something as if the caller had said it (asyncio thread)."""
+        if self._state is SessionState.ACTIVE:
+            self._protocol.user_message(text)
+            self._queue_control()
+
+    def send_contextual_update(self, text: str) -> None:
+        """Give the agent context without asking for a reply (asyncio thread)."""
+        if self._state is SessionState.ACTIVE:
+            self._protocol.contextual_update(text)
+            self._queue_control()
 
     def _on_agent_tool_response(self, response: AgentToolResponse) -> None:
         if response.is_end_call:
             self.end_call_requested = True
             self._log.info("agent is ending the call (end_call)")
+        elif response.tool_name == "voicemail_detection":
+            self.voicemail_detected = True
+            self._log.info("the agent reached a voicemail (voicemail_detection)")
         else:
             self.detail("agent tool %s done (error=%s)", response.tool_name, response.is_error)
         self._emit(
@@ -424,6 +442,7 @@ class Session:
             hangup=self._hangup_reason,
             goodbye=(self._goodbye_reason or "goodbye") if self._goodbye_closing else None,
             end_call_requested=self.end_call_requested,
+            voicemail=self.voicemail_detected,
             server_error=(err.error_type, err.message) if err is not None else None,
         ))
 

@@ -83,15 +83,20 @@ class CallStats:
         self._unmatched_sends.append((stream_end, sent_at))
         self._match_sends()
 
-    def records(self, data: bytes) -> None:
-        """Consume clock records popped from the clock ring."""
+    def records(self, data: bytes) -> list[tuple[int, int, float]]:
+        """Consume clock records popped from the clock ring; return the ones that are not
+        about audio (keys, answers to control records) as (kind, position, at), in order."""
         usable = len(data) - len(data) % CLOCK_RECORD.size
+        others = []
         for position, at_ns, kind, _ in CLOCK_RECORD.iter_unpack(data[:usable]):
             if kind == ClockKind.WRITTEN:
                 self._frame(position, at_ns / 1e9)
             elif kind == ClockKind.CAPTURED:
                 self._captures.append((position, at_ns / 1e9))
+            else:
+                others.append((kind, position, at_ns / 1e9))
         self._match_sends()
+        return others
 
     def _match_sends(self) -> None:
         """Time each sent chunk from the capture of its last byte."""

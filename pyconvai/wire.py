@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 #: CONVAI_WIRE_VERSION.
-WIRE_VERSION = 2
+WIRE_VERSION = 3
 
 #: CONVAI_FRAME_MS: agent audio crosses the downlink in frames this long.
 FRAME_MS = 20
@@ -40,6 +40,9 @@ class ClockKind(enum.IntEnum):
 
     WRITTEN = 1  # an agent frame was written; position: its first byte in the downlink stream
     CAPTURED = 2  # caller audio was captured; position: the uplink stream's end after it
+    DTMF = 3  # the caller pressed a key; position: the digit (ASCII)
+    DTMF_SENT = 4  # a SEND_DTMF was carried out; position: digits sent (0: none)
+    TRANSFER_CHECKED = 5  # a TRANSFER_CHECK was answered; position: 1 the extension exists, 0 not
 
 
 #: struct convai_clock_record: position, at_ns (CLOCK_MONOTONIC), kind, reserved.
@@ -50,8 +53,10 @@ class Control(enum.IntEnum):
     """enum convai_control: records Python sends the channel thread."""
 
     FORMATS = 1  # input_format, output_format
-    END = 2  # status, conversation_id, reason
+    END = 2  # status, conversation_id, reason[, transfer_destination]
     STARTED = 3  # conversation_id
+    SEND_DTMF = 4  # digits (0-9*#A-D, w/W pauses)
+    TRANSFER_CHECK = 5  # destination
 
 
 #: CONVAI_CONTROL_HEADER: kind, 0, payload length (little-endian uint16).

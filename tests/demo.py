@@ -7,7 +7,7 @@ channel; the other half is a synthetic caller that speaks espeak-ng sentences
 The conversation is printed from the module's AMI events. The caller reacts
 to them: it answers once the agent's greeting has been spoken, talks over the
 agent's long answer (barge-in), and thanks it; the agent says goodbye and ends
-the call (AGENT_ENDED, exit status 0; anything else exits 1).
+the call (AGENT_ENDED, or TRANSFER with --transfer: exit status 0; anything else exits 1).
 
 The agent is the bundled simulator (pyconvai.sim, speaking espeak-ng, or
 tones without it) unless ELEVENLABS_AGENT_ID is set: then elevenlabs.conf
@@ -101,6 +101,20 @@ SIM_SCRIPT = AgentScript(
 )
 
 
+TRANSFER_SCRIPT = AgentScript(
+    output_format="ulaw_8000",
+    input_format="ulaw_8000",
+    speech=True,
+    greeting_text="Hello, this is the demo agent. Let me put you through to our sales team.",
+    greeting_ms=3500,
+    client_tool_name="transfer_call",
+    client_tool_parameters={"destination": "200"},
+    tool_result_reply_ms=2000,
+    vad_threshold=1e9,
+)
+"""--transfer: the agent greets, calls the transfer tool, says one more line; the call moves on."""
+
+
 def dialplan(sounds: str, rec: str) -> str:
     """``agent``: the application; ``caller``: plays what the demo sets in SAY, silence otherwise.
 
@@ -110,6 +124,11 @@ def dialplan(sounds: str, rec: str) -> str:
     return f"""[demo]
 exten => agent,1,ElevenLabsConversationalAI({AGENT})
  same => n,UserEvent(DemoResult,Status: ${{ELEVENLABS_STATUS}},Reason: ${{ELEVENLABS_END_REASON}})
+ same => n,Hangup()
+
+; --transfer: where the call goes (a real line would Queue or Dial here)
+exten => 200,1,UserEvent(DemoTransferred,Status: ${{ELEVENLABS_STATUS}},Destination: ${{ELEVENLABS_TRANSFER_DESTINATION}})
+ same => n,Wait(1)
  same => n,Hangup()
 
 exten => caller,1,Answer()
@@ -275,6 +294,9 @@ class Demo:
             kind = event.get("UserEvent")
             if kind == "DemoCallerReady":
                 self.caller_channel = event.get("Channel")
+            elif kind == "DemoTransferred":
+                self.say(f"transferred: the call continues at extension {event.get('Destination')} "
+                         f"(ELEVENLABS_STATUS={event.get('Status')})")
             elif kind == "DemoCallerSays":
                 line = next(c for c in CALLER if c.name == event.get("Line"))
                 self.spoken.append((time.monotonic(), line))
@@ -362,13 +384,14 @@ def module_dir(root: Path) -> str:
     return "/usr/lib/asterisk/modules"
 
 
-def elevenlabs_conf(sim: Simulator | None, agent_id: str | None, key_env: bool) -> str:
+def elevenlabs_conf(sim: Simulator | None, agent_id: str | None, key_env: bool, transfer: bool) -> str:
     """The demo agent: the simulator, or the real agent (key from the environment)."""
+    extra = "transfer_context = demo\n" if transfer else ""
     if sim is not None:
         return (f"[{AGENT}]\nelevenlabs_agent_id = {SIM_AGENT_ID}\nelevenlabs_api_key = {SIM_API_KEY}\n"
-                f"elevenlabs_get_signed_url_endpoint = {sim.signed_url_endpoint}\n")
+                f"elevenlabs_get_signed_url_endpoint = {sim.signed_url_endpoint}\n" + extra)
     return (f"[{AGENT}]\nelevenlabs_agent_id = {agent_id}\n"
-            + ("elevenlabs_api_key_env = ELEVENLABS_API_KEY\n" if key_env else ""))
+            + ("elevenlabs_api_key_env = ELEVENLABS_API_KEY\n" if key_env else "") + extra)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -377,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=90.0, help="longest call, in seconds (default 90)")
     parser.add_argument("--simulator", action="store_true",
                         help="use the simulator even if ELEVENLABS_AGENT_ID is set")
+    parser.add_argument("--transfer", action="store_true",
+                        help="the agent puts the caller through to extension 200 (its transfer_call tool)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
@@ -387,8 +412,9 @@ def main(argv: list[str] | None = None) -> int:
     sim = None
     try:
         if agent_id is None:
-            sim = Simulator(SimConfig(api_key=SIM_API_KEY, agents={SIM_AGENT_ID: SIM_SCRIPT}, strict=True)).start()
-            durations = agent_durations(SIM_SCRIPT)
+            script = TRANSFER_SCRIPT if args.transfer else SIM_SCRIPT
+            sim = Simulator(SimConfig(api_key=SIM_API_KEY, agents={SIM_AGENT_ID: script}, strict=True)).start()
+            durations = agent_durations(script)
             agent_text = (f"the bundled ElevenLabs simulator on 127.0.0.1:{sim.port}, "
                           + ("speaking with espeak-ng" if spoken else "speaking tones"))
         else:
@@ -396,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
             agent_text = f"your ElevenLabs agent {agent_id} (ELEVENLABS_AGENT_ID), at api.elevenlabs.io"
         caller_seconds = caller_sounds(ast.host_path(ast.path("sounds")), spoken)
         key_env = bool(os.environ.get("ELEVENLABS_API_KEY"))
-        ast.write_config("elevenlabs.conf", elevenlabs_conf(sim, agent_id, key_env))
+        ast.write_config("elevenlabs.conf", elevenlabs_conf(sim, agent_id, key_env, args.transfer))
         ast.write_config("extensions.conf", dialplan(ast.path("sounds"), ast.path("rec")))
         ast.start(env={k: v for k, v in os.environ.items() if k == "ELEVENLABS_API_KEY"})
         version = ast.cli("core show version").split(" built ")[0].strip()
@@ -430,7 +456,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nrecording (what the caller said and heard, 8 kHz WAV, {seconds:.1f} s): {args.out.resolve()}")
         else:
             print("\nno recording was made")
-        if status != "AGENT_ENDED":
+        expected = "TRANSFER" if args.transfer else "AGENT_ENDED"
+        if status != expected:
             log = args.out.with_name("demo-asterisk.log")
             log.parent.mkdir(parents=True, exist_ok=True)
             log.write_text(ast.log_text())
@@ -439,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nthe conversation did not complete (status {status}); Asterisk's log: {log.resolve()}\n"
                   + ("\n".join(problems[-15:]) or "(no warnings from the module)"), file=sys.stderr)
             return 1
-        print("\nthe conversation completed: AGENT_ENDED")
+        print(f"\nthe conversation completed: {expected}")
         return 0
     except KeyboardInterrupt:
         print("\ninterrupted; stopping Asterisk", file=sys.stderr)

@@ -322,6 +322,13 @@ class AgentConversation:
         if s.end_call_after_turns is not None and self._turns >= s.end_call_after_turns:
             await self._end_call()
 
+    async def _tool_result_reply(self) -> None:
+        """What the agent says once a client tool succeeded ("I'm putting you through")."""
+        s = self.script
+        data = await self._render("One moment, I'm putting you through.", s.tool_result_reply_tone_hz,
+                                  s.tool_result_reply_ms)
+        await self._speak(self._next_id(), "One moment, I'm putting you through.", data)
+
     async def _end_call(self) -> None:
         """Goodbye, the ``end_call`` system tool, then close 1000 while the client still plays."""
         s = self.script
@@ -330,7 +337,7 @@ class AgentConversation:
         if s.goodbye_ms > 0:
             data = await self._render(s.goodbye_text, s.goodbye_tone_hz, s.goodbye_ms)
             await self._speak(event_id, s.goodbye_text, data)
-        await self._send(messages.agent_tool_response(event_id, "end_call", f"end_call_{secrets.token_hex(6)}"))
+        await self._send(messages.agent_tool_response(event_id, s.end_tool_name, f"tool_{secrets.token_hex(6)}"))
         await self._close(1000, "")
 
     async def _on_caller_turn(self, transcript: str) -> None:
@@ -416,6 +423,8 @@ class AgentConversation:
             self._on_pong(msg.get("event_id"))
         elif kind == "client_tool_result":
             self.record.tool_results.append(msg)
+            if self.script.tool_result_reply_ms and not msg.get("is_error"):
+                self._speaker = self._spawn(self._tool_result_reply())
         elif kind == "user_message":
             await self._on_caller_turn(str(msg.get("text", "")))
         elif kind not in _ACCEPTED_TYPES:

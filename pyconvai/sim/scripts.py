@@ -76,10 +76,15 @@ class AgentScript:
 
     end_call_after_turns: int | None = None
     """Hang up (goodbye, end_call tool, close 1000) after this many replies; 0 = after the greeting."""
+    end_tool_name: str = "end_call"
+    """The system tool reported before that close (``voicemail_detection``: a voicemail reached)."""
     client_tool_name: str | None = None
     """Send a ``client_tool_call`` for this tool right after the greeting."""
     client_tool_parameters: Mapping[str, object] = field(default_factory=dict)
     client_tool_expects_response: bool = True
+    tool_result_reply_ms: int = 0
+    """After a successful client tool result, say this much more (e.g. "putting you through")."""
+    tool_result_reply_tone_hz: float = 550.0
 
     close_after_s: float | None = None
     close_code: int = 1000

@@ -41,6 +41,8 @@ MODULES = [
     "app_userevent.so",
     "app_verbose.so",
     "app_stack.so",
+    "app_senddtmf.so",
+    "res_musiconhold.so",
     "func_callerid.so",
     "func_channel.so",
     "func_strings.so",
@@ -307,6 +309,7 @@ class AmiClient:
                 message[key.strip()] = value.strip()
                 continue
             if "Event" in message:
+                message["_at"] = time.monotonic()  # when it arrived, for tests of pacing
                 with self._events_changed:
                     self.events.append(message)
                     self._events_changed.notify_all()

@@ -184,6 +184,14 @@ class CallBed:
                     raise
                 time.sleep(0.1)
 
+    def baseline(self, agent: str) -> dict[str, int]:
+        """One call to warm the runtime up, then the process's threads, fds and RSS: what
+        later calls must leave as they found it."""
+        self.call(agent, "caller-warm-1")
+        self.result()
+        self.wait_idle()
+        return self.ast.process_stats()
+
     def wait_idle(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while self.ast.channel_count() or "Live calls:      0" not in self.ast.cli("elevenlabs show runtime"):

@@ -120,10 +120,7 @@ def test_end_call_plays_the_goodbye_then_ends(bed, sim, options, where):
 
 def test_caller_hangup_closes_with_1000_and_leaves_nothing_behind(bed, sim):
     bed = bed({"greeter": {"elevenlabs_agent_id": "agent_greeting"}})
-    bed.call("greeter", "caller-warm-1")
-    bed.result()
-    bed.wait_idle()
-    before = bed.ast.process_stats()
+    before = bed.baseline("greeter")
     for i in range(50):
         bed.call("greeter", f"caller-h{i}-1")
         assert bed.result(index=i + 1)["Status"] == "CALLER_HANGUP"

@@ -15,6 +15,7 @@ from tests.e2e.calls import API_KEY, tone_frames
 ULAW = {"output_format": "ulaw_8000", "input_format": "ulaw_8000"}
 SCRIPTS = {
     "agent_greeting": AgentScript(**ULAW, greeting_ms=2000),
+    "agent_long_greeting": AgentScript(**ULAW, greeting_ms=20000, vad_threshold=1e9),
     "agent_bad_id": AgentScript(**ULAW, greeting_ms=8000, reply_ms=1500, vad_scores=True,
                                 interruption_event_id=2**53),
     "agent_injects": AgentScript(
@@ -218,3 +219,22 @@ def test_no_translation_path_for_the_callers_codec_ends_the_call_once(bed, sim):
     errors = [line for line in b.ast.log_text().splitlines() if "no translation path" in line]
     assert len(errors) == 1, errors
     assert_healthy(b)
+
+
+def test_module_reload_while_100_calls_talk(bed, sim):
+    b = bed({"greeter": {"elevenlabs_agent_id": "agent_long_greeting"}})
+    before = b.baseline("greeter")
+    calls = 100
+    for i in range(calls):
+        b.call("greeter", f"caller-m{i}-8")
+    for i in range(calls):
+        b.event("ElevenLabsConversationStarted", index=i + 1, timeout=120)
+    for _ in range(5):
+        assert "reloaded" in b.ast.cli("elevenlabs reload")
+        b.ast.cli("module reload app_elevenlabs_convai")
+    statuses = [b.result(index=i + 1, timeout=120)["Status"] for i in range(calls)]
+    assert statuses == ["CALLER_HANGUP"] * calls
+    assert all(r.closed.wait(10) and r.close_code == 1000 for r in sim.wait_for_conversations(calls + 1))
+    b.wait_idle(timeout=60)
+    after = b.ast.process_stats()
+    assert after["threads"] <= before["threads"] + 2 and after["fds"] <= before["fds"] + 2, (before, after)

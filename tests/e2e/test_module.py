@@ -188,3 +188,12 @@ def test_a_venv_of_another_wire_version_is_refused_with_the_fix(make_asterisk):
     mirror.write_text(text)
     ast.cli("elevenlabs reload")
     assert "Runtime:         running" in ast.cli("elevenlabs show runtime")
+
+
+def test_secrets_stay_hidden_in_the_cli(make_asterisk):
+    ast = make_asterisk({"elevenlabs.conf": "[short]\nelevenlabs_agent_id = a\nelevenlabs_api_key = sk_0123456789ab\n"
+                         "dynamic_variable = secret__token=abc123XYZ\ndynamic_variable = tier=gold\n"})
+    shown = ast.cli("elevenlabs show agent short") + ast.cli("elevenlabs show agents")
+    assert "sk_0123456789ab" not in shown and "sk_" not in shown and "****" in shown  # 15 characters: none shown
+    assert "abc123XYZ" not in shown and "secret__token = (secret, not shown)" in shown
+    assert "tier = gold" in shown

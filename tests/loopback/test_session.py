@@ -22,6 +22,7 @@ from websockets.asyncio.server import serve
 from pyconvai.config import SessionSettings
 from pyconvai.events import (
     AgentCorrection,
+    ClientToolCalled,
     ConversationStarted,
     FormatsNegotiated,
     InterruptionReceived,
@@ -359,10 +360,17 @@ def test_caller_audio_before_metadata_keeps_last_300_ms(make_sim):
     assert session.counters.caller_bytes_dropped == 35 * 160
 
 
-def test_client_tool_call_is_refused(make_sim):
-    sim = make_sim({"agent_tool": AgentScript(greeting_ms=200, client_tool_name="lookup_caller")})
+def test_a_client_tool_call_reaches_the_listener_and_its_answer_the_agent(make_sim):
+    sim = make_sim({"agent_tool": AgentScript(greeting_ms=200, client_tool_name="lookup_caller",
+                                              client_tool_parameters={"account": 42})})
     events: list = []
-    session = Session(settings_for(sim, "agent_tool"), events.append)
+
+    def listener(event):
+        events.append(event)
+        if isinstance(event, ClientToolCalled):
+            session.answer_client_tool(event.tool_call_id, "no such caller", True)
+
+    session = Session(settings_for(sim, "agent_tool"), listener)
 
     async def driver(s: Session) -> None:
         await until(lambda: sim.conversations and sim.conversations[0].tool_results, 5)
@@ -371,10 +379,9 @@ def test_client_tool_call_is_refused(make_sim):
     ended, _ = asyncio.run(converse(session, driver))
     assert ended.status == "CALLER_HANGUP"
     (result,) = sim.conversations[0].tool_results
-    assert result["is_error"] is True
-    assert "not supported by app_elevenlabs_convai" in result["result"]
-    (call,) = of_type(events, ToolCall)
-    assert (call.name, call.source, call.is_error) == ("lookup_caller", "client", True)
+    assert (result["is_error"], result["result"]) == (True, "no such caller")
+    (call,) = of_type(events, ClientToolCalled)
+    assert (call.name, call.parameters, call.tool_call_id) == ("lookup_caller", {"account": 42}, result["tool_call_id"])
 
 
 # --- misbehaving servers (a bare websockets server, not the simulator) ----------------

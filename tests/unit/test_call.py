@@ -113,7 +113,7 @@ def test_finish_sends_end_once_publishes_stats_and_forgets_the_call(bridge):
     ended = SessionEnded(EndStatus.FAILED, "websocket closed 1011: boom", "conv_9", 1011, "boom")
     call._finish(ended)
     call._finish(ended)
-    assert control_records(rings["control"]) == [(Control.END, ["FAILED", "conv_9", "websocket closed 1011: boom"])]
+    assert control_records(rings["control"]) == [(Control.END, ["FAILED", "conv_9", "websocket closed 1011: boom", ""])]
     assert forgotten == [call]
     [(name, body)] = events
     assert name == "ElevenLabsConversationStats"
@@ -173,3 +173,13 @@ def test_server_text_cannot_forge_ami_headers(bridge):
     headers = [line.split(":", 1)[0] for line in body.split("\r\n") if line]
     assert name == "ElevenLabsTranscript" and headers.count("Event") == 0 and "\x00" not in body
     assert headers == ["Channel", "Uniqueid", "Agent", "ConversationID", "Role", "EventID", "Text"]
+
+
+def test_a_client_tool_nobody_carries_out_is_refused_and_reported(bridge):
+    from pyconvai.events import ClientToolCalled
+
+    call, _, _, _, _, events = bridge
+    call._on_event(ClientToolCalled("lookup_order", "c1", {"order": 7}))
+    [(name, body)] = events
+    assert name == "ElevenLabsToolCall"
+    assert "Tool: lookup_order\r\n" in body and "IsError: yes\r\n" in body and 'Parameters: {"order":7}' in body

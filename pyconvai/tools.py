@@ -1,0 +1,164 @@
+"""Client tools the module carries out, and the caller's keys on their way to the agent.
+
+Threads: the asyncio thread only. ``Call`` hands this object, in order, the
+client tool calls the session reports, the clock records the channel thread
+sends back (keys pressed, digits sent, transfer checks) and a tick on every
+pump. Asterisk is reached only through control records the channel thread
+carries out (csrc/convai_wire.h): this module never touches a channel.
+
+- Transfer (``transfer_tool``, parameter ``destination``): the channel thread
+  checks ``transfer_context,destination,1``; the tool is answered; agent audio
+  that starts within ``TRANSFER_GRACE_S`` of the answer plays out (at most
+  ``TRANSFER_CAP_S`` in all); then the socket closes with 1000 and the call
+  ends as TRANSFER, continuing at that extension.
+- Keypad (``dtmf_tool``, parameter ``dtmf_tones``): the channel thread sends the
+  digits, then the tool is answered.
+- The caller's keys: collected until ``#`` or a pause, then sent as one
+  user_message or contextual_update (``dtmf_to_agent``).
+- Any other client tool is answered with an error at once, so that the
+  agent's turn never stalls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+
+from .config import CallControl
+from .events import ClientToolCalled
+from .keypad import KeyCollector, keypad_tones
+from .playback import Downlink
+from .session import Session
+from .wire import ClockKind, Control
+
+__all__ = ["TRANSFER_CAP_S", "TRANSFER_GRACE_S", "Tools"]
+
+log = logging.getLogger("pyconvai.tools")
+
+#: Agent audio that starts this soon after the transfer tool's answer is its "putting you through".
+TRANSFER_GRACE_S = 2.0
+#: Longest wait, from the answer, for that audio to play out before the call moves on.
+TRANSFER_CAP_S = 10.0
+_EXTENSION = re.compile(r"[0-9A-Za-z*#+_.-]{1,64}")
+_UNSUPPORTED = "Client tool {!r} is not supported by app_elevenlabs_convai"
+
+
+class Tools:
+    """The client tools and keys of one call. See the module docstring."""
+
+    def __init__(self, control: CallControl, session: Session, downlink: Downlink,
+                 send_control: Callable[..., None], event: Callable[..., None]) -> None:
+        self._cfg = control
+        self._session = session
+        self._downlink = downlink
+        self._send_control = send_control
+        self._event = event  # an AMI event, as Call._event
+        self.keys = KeyCollector(control.dtmf_timeout_seconds)
+        self._keypad_waiting: deque[ClientToolCalled] = deque()  # each answered when its digits went out
+        self._transfer_waiting: tuple[ClientToolCalled, str] | None = None
+        self._handing_over: asyncio.Task[None] | None = None
+        self._last_agent_audio = 0.0
+        self.transfer_to: str | None = None  # set once the call is being handed over
+
+    # --- inputs (asyncio thread) -----------------------------------------------
+
+    def called(self, call: ClientToolCalled) -> None:
+        """The agent called a client tool: carry it out, or refuse it at once."""
+        if call.name == self._cfg.transfer_tool:
+            self._transfer(call)
+        elif call.name == self._cfg.dtmf_tool:
+            self._keypad(call)
+        else:
+            self._answer(call, _UNSUPPORTED.format(call.name), True)
+
+    def record(self, kind: int, position: int, at: float) -> None:
+        """A clock record that is not about audio (see csrc/convai_wire.h)."""
+        if kind == ClockKind.DTMF:
+            self._tell_agent(self.keys.press(chr(position & 0x7F), at))
+        elif kind == ClockKind.DTMF_SENT and self._keypad_waiting:
+            call = self._keypad_waiting.popleft()
+            sent = keypad_tones(call.parameters.get("dtmf_tones"))
+            if position:
+                self._answer(call, f"Sent the keys {sent}.", False)
+            else:
+                self._answer(call, "The keys could not be sent: the call is ending.", True)
+        elif kind == ClockKind.TRANSFER_CHECKED and self._transfer_waiting is not None:
+            call, destination = self._transfer_waiting
+            self._transfer_waiting = None
+            if not position:
+                self._answer(call, f"There is no extension {destination} to transfer to.", True)
+                return
+            self._answer(call, f"The caller is being transferred to {destination}.", False)
+            self.transfer_to = destination
+            self._handing_over = asyncio.ensure_future(self._hand_over(destination, time.monotonic()))
+
+    def agent_audio(self, at: float) -> None:
+        self._last_agent_audio = at
+
+    def tick(self, now: float) -> None:
+        """On every pump: keys the caller stopped pressing go to the agent."""
+        self._tell_agent(self.keys.due(now))
+
+    def cancel(self) -> None:
+        """The call is over."""
+        if self._handing_over is not None:
+            self._handing_over.cancel()
+            self._handing_over = None
+
+    # --- the tools --------------------------------------------------------------
+
+    def _transfer(self, call: ClientToolCalled) -> None:
+        destination = call.parameters.get("destination")
+        if not self._cfg.transfer_enabled:
+            self._answer(call, "Transfers are not enabled on this line.", True)
+        elif not isinstance(destination, str) or not _EXTENSION.fullmatch(destination):
+            self._answer(call, "destination must be an extension: letters, digits and * # + _ . -", True)
+        elif self._transfer_waiting is not None or self.transfer_to is not None:
+            self._answer(call, "A transfer is already under way.", True)
+        else:
+            self._transfer_waiting = (call, destination)
+            self._send_control(Control.TRANSFER_CHECK, destination)
+
+    def _keypad(self, call: ClientToolCalled) -> None:
+        tones = keypad_tones(call.parameters.get("dtmf_tones"))
+        if tones is None:
+            self._answer(call, "dtmf_tones must be keys 0-9, *, #, A-D, with w (0.5 s) or W (1 s) pauses.", True)
+            return
+        self._keypad_waiting.append(call)
+        self._send_control(Control.SEND_DTMF, tones)
+
+    async def _hand_over(self, destination: str, answered_at: float) -> None:
+        """Let the agent's "I'm putting you through" play, then close: the call moves on."""
+        while self._last_agent_audio < answered_at and time.monotonic() - answered_at < TRANSFER_GRACE_S:
+            await asyncio.sleep(0.05)
+        while not self._downlink.drained and time.monotonic() - answered_at < TRANSFER_CAP_S:
+            await asyncio.sleep(0.02)
+        self._session.hangup(f"transferred to {destination}")
+
+    def _answer(self, call: ClientToolCalled, result: str, is_error: bool) -> None:
+        self._session.answer_client_tool(call.tool_call_id, result, is_error)
+        self._session.log.info("client tool %s%s: %s", call.name, " refused" if is_error else "", result)
+        self._event("ElevenLabsToolCall", Tool=call.name, ToolCallID=call.tool_call_id, Source="client",
+                    IsError="yes" if is_error else "no", Parameters=_json(call.parameters))
+
+    def _tell_agent(self, text: str | None) -> None:
+        if text is None or self._cfg.dtmf_to_agent == "no":
+            return
+        if self._cfg.dtmf_to_agent == "contextual_update":
+            self._session.send_contextual_update(text)
+        else:
+            self._session.send_user_message(text)
+
+
+def _json(parameters: Mapping[str, Any]) -> str:
+    try:
+        return orjson.dumps(parameters).decode()
+    except TypeError:
+        return "{}"
