@@ -32,7 +32,7 @@ DEV_PYTHON = $(DEV_VENV)/bin/python
 MODULE = app_elevenlabs_convai
 BUILD = build
 SOURCES = csrc/app_elevenlabs_convai.c csrc/convai_capture.c csrc/convai_config.c csrc/convai_cli.c \
-	csrc/embed.c csrc/ring.c
+	csrc/convai_manager.c csrc/embed.c csrc/ring.c
 HEADERS = csrc/convai.h csrc/convai_wire.h csrc/embed.h csrc/ring.h
 
 .PHONY: all module doc wheel install install-module install-venv install-config \

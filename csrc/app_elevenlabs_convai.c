@@ -896,6 +896,7 @@ static int unload_module(void)
 		return -1;
 	}
 	convai_cli_unregister();
+	convai_manager_unregister();
 	ast_unregister_application(app);
 	ast_unregister_atexit(convai_atexit);
 	convai_embed_stop(CONVAI_SHUTDOWN_TIMEOUT_MS);
@@ -922,6 +923,7 @@ static int load_module(void)
 		return AST_MODULE_LOAD_DECLINE;
 	}
 	convai_cli_register();
+	convai_manager_register();
 	convai_prometheus_attach();
 	ast_register_atexit(convai_atexit);
 	return AST_MODULE_LOAD_SUCCESS;

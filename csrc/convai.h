@@ -14,7 +14,8 @@
  * - convai_capture.c: the capture framehook (caller audio into the uplink);
  * - convai_config.c: elevenlabs.conf (ACO), API keys, per-call settings,
  *   concurrency limits and debug switches;
- * - convai_cli.c: CLI commands, metrics and res_prometheus.
+ * - convai_cli.c: CLI commands, metrics and res_prometheus;
+ * - convai_manager.c: AMI actions.
  *
  * Nothing here takes the GIL; embed.h is the only way into Python.
  */
@@ -221,6 +222,14 @@ int convai_capture_untranslatable(const struct convai_capture *capture);
 
 /*! \brief Tell Python when something happened to the audio (any thread, never blocks). */
 void convai_clock(struct convai_ring *clock, enum convai_clock_kind kind, uint64_t position);
+
+/* convai_manager.c: AMI session threads. */
+
+/*! \brief Register the AMI actions (with no module, as the application). */
+int convai_manager_register(void);
+
+/*! \brief Unregister them. */
+void convai_manager_unregister(void);
 
 /* convai_cli.c: CLI threads, the res_prometheus scrape thread. */
 

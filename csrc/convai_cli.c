@@ -409,6 +409,45 @@ static char *convai_cli_reload(struct ast_cli_entry *e, int cmd, struct ast_cli_
 	}
 }
 
+static char *convai_cli_send(struct ast_cli_entry *e, int cmd, struct ast_cli_args *a)
+{
+	static const char *const kinds[] = { "context", "message", NULL };
+	RAII_VAR(struct ast_str *, text, NULL, ast_free);
+	char why[256];
+	int i;
+
+	switch (cmd) {
+	case CLI_INIT:
+		e->command = "elevenlabs send";
+		e->usage = "Usage: elevenlabs send {context|message} <channel> <text>\n"
+			"       Give the live conversation on <channel> context (contextual_update), or a\n"
+			"       message as if the caller had said it (user_message).\n";
+		return NULL;
+	case CLI_GENERATE:
+		if (a->pos == 2) {
+			return ast_cli_complete(a->word, kinds, a->n);
+		}
+		return a->pos == 3 ? ast_complete_channels(a->line, a->word, a->pos, a->n, 3) : NULL;
+	}
+	if (a->argc < 5 || (strcmp(a->argv[2], "context") && strcmp(a->argv[2], "message"))) {
+		return CLI_SHOWUSAGE;
+	}
+	text = ast_str_create(256);
+	for (i = 4; text && i < a->argc; i++) {
+		ast_str_append(&text, 0, "%s%s", i > 4 ? " " : "", a->argv[i]);
+	}
+	if (!text) {
+		return CLI_FAILURE;
+	}
+	if (convai_embed_send_text(a->argv[3], strcmp(a->argv[2], "context") ? "user_message" : "contextual_update",
+			ast_str_buffer(text), why, sizeof(why))) {
+		ast_cli(a->fd, "%s\n", why);
+		return CLI_FAILURE;
+	}
+	ast_cli(a->fd, "Sent to the conversation on %s\n", a->argv[3]);
+	return CLI_SUCCESS;
+}
+
 static struct ast_cli_entry convai_cli[] = {
 	AST_CLI_DEFINE(convai_cli_show_agents, "List ElevenLabs agents"),
 	AST_CLI_DEFINE(convai_cli_show_agent, "Show one ElevenLabs agent"),
@@ -417,6 +456,7 @@ static struct ast_cli_entry convai_cli[] = {
 	AST_CLI_DEFINE(convai_cli_show_calls, "List live ElevenLabs conversations"),
 	AST_CLI_DEFINE(convai_cli_debug, "Enable or disable ElevenLabs debug logging"),
 	AST_CLI_DEFINE(convai_cli_reload, "Reload elevenlabs.conf"),
+	AST_CLI_DEFINE(convai_cli_send, "Send text to a live ElevenLabs conversation"),
 };
 
 int convai_cli_register(void)

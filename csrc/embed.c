@@ -389,6 +389,34 @@ char *convai_embed_metrics(void)
 	return text;
 }
 
+int convai_embed_send_text(const char *channel, const char *kind, const char *text, char *why, size_t len)
+{
+	PyGILState_STATE state;
+	PyObject *result, *unicode;
+	const char *answer;
+	int res = -1;
+
+	if (embed_enter(&state)) {
+		snprintf(why, len, "the Python runtime is not running");
+		return -1;
+	}
+	/* unicode is a new reference, stolen by "N"; errors="replace" keeps any bytes usable. */
+	unicode = PyUnicode_DecodeUTF8(text, strlen(text), "replace");
+	result = unicode ? PyObject_CallMethod(runtime, "send_text", "ssN", channel, kind, unicode) : NULL;
+	answer = result && PyUnicode_Check(result) ? PyUnicode_AsUTF8(result) : NULL;
+	if (!answer) {
+		embed_log_exception("pyconvai.runtime.send_text()");
+		snprintf(why, len, "internal error (see the log)");
+	} else if (*answer) {
+		snprintf(why, len, "%s", answer);
+	} else {
+		res = 0;
+	}
+	Py_XDECREF(result);
+	embed_leave(state);
+	return res;
+}
+
 /*! \internal \brief Build a dict from NULL-terminated key, value pairs. GIL held. */
 static PyObject *embed_settings_dict(const char *const *settings)
 {

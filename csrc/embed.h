@@ -113,6 +113,14 @@ char *convai_embed_describe_calls(void);
 char *convai_embed_metrics(void);
 
 /*!
+ * \brief Deliver \a text to the live conversation on \a channel (AMI, CLI; any thread,
+ * no channel lock): \a kind is "contextual_update" or "user_message".
+ * \retval 0 handed to the conversation
+ * \retval -1 not (\a why says why, e.g. no conversation on that channel)
+ */
+int convai_embed_send_text(const char *channel, const char *kind, const char *text, char *why, size_t len);
+
+/*!
  * \brief Start the Python side of one call; it connects asynchronously.
  * \return an opaque handle (a new reference), or NULL (reason logged)
  */

@@ -266,6 +266,17 @@ class Call:
         if self.ended is not None:
             self._schedule(lambda: self._finish(self.ended))
 
+    def send_text(self, kind: str, text: str) -> str:
+        """Text from AMI or the CLI for the agent, sent on the asyncio thread; "" if handed
+        on, else why not. The text goes into the JSON intact (no one_line: it never reaches
+        Asterisk)."""
+        session = self.session
+        if session is None or self.finished or session.conversation_id is None:
+            return f"the conversation on {self.channel} has not started or has ended"
+        send = session.send_contextual_update if kind == "contextual_update" else session.send_user_message
+        self._schedule(lambda: send(text))
+        return ""
+
     def send_control(self, kind: Control, *parts: str) -> None:
         record = control_record(kind, *parts)
         with self._control_lock:

@@ -284,6 +284,19 @@ def start_call(settings: Mapping[str, str], uplink: int, downlink: int, control:
     return call
 
 
+def send_text(channel: str, kind: str, text: str) -> str:
+    """AMI ElevenLabsContextualUpdate/ElevenLabsUserMessage, "elevenlabs send": deliver text to
+    the live conversation on ``channel`` (``kind``: contextual_update or user_message).
+    Returns "" when it was handed to the conversation, else why not (for the operator)."""
+    if _runtime is None:
+        return "the Python runtime is not running"
+    with _runtime.calls_lock:
+        call = next((c for c in _runtime.calls.values() if c.channel == channel), None)
+    if call is None:
+        return f"no ElevenLabs conversation on channel {channel}"
+    return call.send_text(kind, text)
+
+
 def describe_calls() -> str:
     """Text for "elevenlabs show calls"."""
     if _runtime is None:

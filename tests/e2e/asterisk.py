@@ -318,9 +318,12 @@ class AmiClient:
             message = {}
 
     def action(self, name: str, timeout: float = 10.0, **headers: str) -> dict:
+        return self.raw_action(name, "".join(f"{k}: {v}\r\n" for k, v in headers.items()), timeout)
+
+    def raw_action(self, name: str, headers: str, timeout: float = 10.0) -> dict:
+        """An action whose headers are raw ``Header: value\\r\\n`` text (a header may repeat)."""
         action_id = str(next(self._action_ids))
-        lines = [f"Action: {name}", f"ActionID: {action_id}"] + [f"{k}: {v}" for k, v in headers.items()]
-        self._sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        self._sock.sendall(f"Action: {name}\r\nActionID: {action_id}\r\n{headers}\r\n".encode())
         deadline = time.monotonic() + timeout
         while True:
             response = self._responses.get(timeout=max(0.01, deadline - time.monotonic()))
