@@ -71,6 +71,8 @@
 #define CONVAI_CONTROL_BYTES (64 * 1024)
 /*! Clock records of about 20 s of frames; Python drains them on every uplink chunk, at least every 100 ms. */
 #define CONVAI_CLOCK_BYTES (64 * 1024)
+/*! Most parameters of a dialplan client tool offered as channel variables. */
+#define CONVAI_TOOL_MAX_VARIABLES 64
 /*! Ringing when the channel's tone zone has none: the North American ring. */
 #define CONVAI_DEFAULT_RING "440+480/2000,0/4000"
 /*! How long Python may stay silent after start before the call is failed. */
@@ -457,6 +459,81 @@ static int convai_transfer_exists(struct convai_call *call, const char *destinat
 	return ast_exists_extension(call->chan, call->agent->transfer_context, destination, 1, S_OR(caller, NULL));
 }
 
+/*!
+ * \internal \brief ast_read() said the channel is gone: a hangup, or a redirect (AMI
+ * Redirect, ChannelRedirect()) whose new location the PBX runs once we return 0.
+ */
+static void convai_call_gone(struct convai_call *call)
+{
+	int redirected;
+
+	ast_channel_lock(call->chan);
+	redirected = ast_channel_softhangup_internal_flag(call->chan) & AST_SOFTHANGUP_ASYNCGOTO;
+	ast_channel_unlock(call->chan);
+	if (redirected) {
+		convai_call_end(call, CONVAI_STATUS_REDIRECTED, "the channel was redirected");
+		convai_embed_call_hangup(call->session, "the channel was redirected");
+	} else {
+		convai_call_end(call, CONVAI_STATUS_CALLER_HANGUP, "caller hung up");
+	}
+}
+
+/*!
+ * \internal \brief A client tool the dialplan answers: Gosub(context,tool_name,1) on this thread.
+ *
+ * \a payload: the tool call id, the tool name, then variable, value pairs pyconvai made
+ * of the parameters (ELEVENLABS_TOOL_*). Agent audio is paused meanwhile (pyconvai sent
+ * this only once the audio queued before the call had played); the subroutine's apps
+ * read the channel, so the framehook keeps capturing the caller. Return(result) answers;
+ * ELEVENLABS_TOOL_ERROR=1 makes it an error. A hangup or redirect inside ends the call.
+ */
+static void convai_run_tool(struct convai_call *call, char *payload, size_t len)
+{
+	const char *parts[2 + 2 * CONVAI_TOOL_MAX_VARIABLES];
+	const struct ast_variable *tool;
+	char caller[AST_MAX_EXTENSION], location[2 * AST_MAX_CONTEXT + 8], reason[256];
+	const char *result = "", *context;
+	int n = convai_split(payload, len, parts, ARRAY_LEN(parts)), i, is_error = 1;
+
+	tool = ast_variable_find_variable_in_list(call->agent->client_tools, parts[1]);
+	context = tool ? tool->value : "";
+	ast_channel_lock(call->chan);
+	ast_copy_string(caller, S_COR(ast_channel_caller(call->chan)->id.number.valid,
+		ast_channel_caller(call->chan)->id.number.str, ""), sizeof(caller));
+	ast_channel_unlock(call->chan);
+	if (!tool || !ast_exists_extension(call->chan, context, parts[1], 1, S_OR(caller, NULL))) {
+		snprintf(reason, sizeof(reason), "no extension %s in context %s answers this tool", parts[1], context);
+		ast_log(LOG_WARNING, "%s: client tool %s: %s\n", ast_channel_name(call->chan), parts[1], reason);
+		convai_embed_call_tool_result(call->session, parts[0], reason, 1);
+		return;
+	}
+	convai_stop_connecting_sound(call);
+	for (i = 2; i + 1 < n; i += 2) {
+		if (!ast_strlen_zero(parts[i])) {
+			pbx_builtin_setvar_helper(call->chan, parts[i], parts[i + 1]);
+		}
+	}
+	pbx_builtin_setvar_helper(call->chan, "ELEVENLABS_TOOL_ERROR", NULL);
+	pbx_builtin_setvar_helper(call->chan, "GOSUB_RETVAL", NULL);
+	snprintf(location, sizeof(location), "%s,%s,1", context, parts[1]);
+	ast_debug(3, "%s: client tool %s: Gosub(%s)\n", ast_channel_name(call->chan), parts[1], location);
+	ast_app_exec_sub(NULL, call->chan, location, 0);
+	if (ast_check_hangup(call->chan)) {
+		convai_call_gone(call);
+		return;
+	}
+	ast_channel_lock(call->chan);
+	result = ast_strdupa(S_OR(pbx_builtin_getvar_helper(call->chan, "GOSUB_RETVAL"), ""));
+	is_error = ast_true(pbx_builtin_getvar_helper(call->chan, "ELEVENLABS_TOOL_ERROR"));
+	ast_channel_unlock(call->chan);
+	/* The subroutine's apps may have changed the write format; the pause is no backlog. */
+	if (call->out_format) {
+		ast_set_write_format(call->chan, call->out_format);
+	}
+	call->playing = 0;
+	convai_embed_call_tool_result(call->session, parts[0], result, is_error);
+}
+
 static void convai_handle_control(struct convai_call *call)
 {
 	unsigned char header[CONVAI_CONTROL_HEADER];
@@ -506,6 +583,9 @@ static void convai_handle_control(struct convai_call *call)
 			break;
 		case CONVAI_CONTROL_TRANSFER_CHECK:
 			convai_clock(call->clock, CONVAI_CLOCK_TRANSFER_CHECKED, convai_transfer_exists(call, parts[0]));
+			break;
+		case CONVAI_CONTROL_RUN_TOOL:
+			convai_run_tool(call, payload, len);
 			break;
 		default:
 			ast_log(LOG_WARNING, "%s: unknown control record %u from pyconvai\n",
@@ -631,25 +711,6 @@ static void convai_call_close(struct convai_call *call)
 }
 
 /*! \internal \brief Wait on the channel, the timer and Python until the call ends. */
-/*!
- * \internal \brief ast_read() said the channel is gone: a hangup, or a redirect (AMI
- * Redirect, ChannelRedirect()) whose new location the PBX runs once we return 0.
- */
-static void convai_call_gone(struct convai_call *call)
-{
-	int redirected;
-
-	ast_channel_lock(call->chan);
-	redirected = ast_channel_softhangup_internal_flag(call->chan) & AST_SOFTHANGUP_ASYNCGOTO;
-	ast_channel_unlock(call->chan);
-	if (redirected) {
-		convai_call_end(call, CONVAI_STATUS_REDIRECTED, "the channel was redirected");
-		convai_embed_call_hangup(call->session, "the channel was redirected");
-	} else {
-		convai_call_end(call, CONVAI_STATUS_CALLER_HANGUP, "caller hung up");
-	}
-}
-
 static void convai_call_run(struct convai_call *call)
 {
 	struct timeval started = ast_tvnow();

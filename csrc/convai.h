@@ -110,6 +110,10 @@ struct convai_agent {
 	unsigned int allowed_overrides;
 	/*! "name = dialplan expression" pairs, evaluated for each call. */
 	struct ast_variable *dynamic_variables;
+	/*! client_tool lines: "tool name = context" pairs. */
+	struct ast_variable *client_tools;
+	int client_tools_via_ami;
+	unsigned int client_tool_timeout_seconds;
 	int debug;
 };
 

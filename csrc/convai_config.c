@@ -128,6 +128,15 @@
 				<configOption name="dtmf_tool" default="play_keypad_touch_tone">
 					<synopsis>The client tool (string parameter dtmf_tones: 0-9 * # A-D, w pauses 0.5 s, W 1 s) that sends keys to the caller.</synopsis>
 				</configOption>
+				<configOption name="client_tool">
+					<synopsis>A client tool the dialplan answers, as tool_name,context: Gosub(context,tool_name,1) runs on the channel, with the tool's parameters in ELEVENLABS_TOOL_NAME variables; Return(result) answers. Repeat for more.</synopsis>
+				</configOption>
+				<configOption name="client_tools_via_ami" default="no">
+					<synopsis>Client tools no client_tool maps are announced (ElevenLabsToolCall) and answered by AMI ElevenLabsToolResult; no: refused at once.</synopsis>
+				</configOption>
+				<configOption name="client_tool_timeout_seconds" default="10">
+					<synopsis>How long an AMI answer may take before the tool gets an error result (1 to 120).</synopsis>
+				</configOption>
 				<configOption name="while_connecting" default="none">
 					<synopsis>What the caller hears until the agent's first words: none, ring, moh or moh:class.</synopsis>
 				</configOption>
@@ -168,6 +177,7 @@ static const struct convai_range convai_agent_ranges[] = {
 	{ "max_call_duration_seconds", "0", 0, 86400, offsetof(struct convai_agent, max_call_duration_seconds) },
 	{ "max_concurrent_calls", "0", 0, 100000, offsetof(struct convai_agent, max_concurrent_calls) },
 	{ "dtmf_timeout_ms", "2000", 200, 10000, offsetof(struct convai_agent, dtmf_timeout_ms) },
+	{ "client_tool_timeout_seconds", "10", 1, 120, offsetof(struct convai_agent, client_tool_timeout_seconds) },
 };
 
 static const struct convai_range convai_general_ranges[] = {
@@ -235,6 +245,7 @@ static void convai_agent_destroy(void *obj)
 	struct convai_agent *agent = obj;
 
 	ast_variables_destroy(agent->dynamic_variables);
+	ast_variables_destroy(agent->client_tools);
 	ast_string_field_free_memory(agent);
 }
 
@@ -355,6 +366,26 @@ static int convai_dynamic_variable_handler(const struct aco_option *opt, struct 
 		return -1;
 	}
 	convai_setting(&agent->dynamic_variables, NULL, name, ast_strip(expression));
+	return 0;
+}
+
+/*! \internal \brief "client_tool = tool_name,context", once per tool. */
+static int convai_client_tool_handler(const struct aco_option *opt, struct ast_variable *var, void *obj)
+{
+	struct convai_agent *agent = obj;
+	char *context = ast_strdupa(var->value);
+	char *name = ast_strip(strsep(&context, ","));
+	const char *c;
+
+	for (c = name; *c && (isalnum((unsigned char) *c) || *c == '_' || *c == '-'); c++) {
+	}
+	context = context ? ast_strip(context) : NULL;
+	if (ast_strlen_zero(name) || *c || ast_strlen_zero(context)) {
+		ast_log(LOG_ERROR, "elevenlabs.conf: [%s] client_tool = '%s' must be tool_name,context, the name made of "
+			"letters, digits, '_' and '-' (line %d)\n", agent->name, var->value, var->lineno);
+		return -1;
+	}
+	convai_setting(&agent->client_tools, NULL, name, context);
 	return 0;
 }
 
@@ -600,6 +631,10 @@ static int convai_register_options(void)
 		"", convai_allow_overrides_handler, 0);
 	aco_option_register_custom(&convai_cfg_info, "dynamic_variable", ACO_EXACT, convai_agent_types,
 		NULL, convai_dynamic_variable_handler, 0);
+	aco_option_register_custom(&convai_cfg_info, "client_tool", ACO_EXACT, convai_agent_types,
+		NULL, convai_client_tool_handler, 0);
+	aco_option_register(&convai_cfg_info, "client_tools_via_ami", ACO_EXACT, convai_agent_types,
+		"no", OPT_BOOL_T, 1, FLDSET(struct convai_agent, client_tools_via_ami));
 	convai_register_ranges(convai_agent_types, convai_agent_ranges, ARRAY_LEN(convai_agent_ranges),
 		convai_agent_range_handler);
 	return 0;
@@ -846,6 +881,12 @@ static struct ast_variable *convai_settings_list(struct ast_channel *chan, const
 	tail = convai_setting(&head, tail, "dtmf_tool", agent->dtmf_tool);
 	tail = convai_setting(&head, tail, "dtmf_to_agent", agent->dtmf_to_agent);
 	tail = convai_setting_uint(&head, tail, "dtmf_timeout_ms", agent->dtmf_timeout_ms);
+	tail = convai_setting(&head, tail, "client_tools_via_ami", agent->client_tools_via_ami ? "1" : "0");
+	tail = convai_setting_uint(&head, tail, "client_tool_timeout_seconds", agent->client_tool_timeout_seconds);
+	for (var = agent->client_tools; var; var = var->next) {
+		snprintf(name, sizeof(name), "tool:%s", var->name);
+		tail = convai_setting(&head, tail, name, var->value);
+	}
 	if (agent->send_caller_number) {
 		tail = convai_setting(&head, tail, "user_id", ast_variable_find_in_list(channel_values, "caller_number"));
 	}

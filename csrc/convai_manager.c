@@ -8,7 +8,8 @@
 
 /*! \file
  *
- * \brief AMI actions: text for a live conversation, from a CRM or a supervisor.
+ * \brief AMI actions: text for a live conversation, from a CRM or a supervisor, and
+ * answers to the client tools an AMI client carries out.
  *
  * Threads: AMI session threads, never with a channel locked; the text reaches
  * pyconvai through embed.h (which takes the GIL) and is sent on its asyncio
@@ -61,6 +62,33 @@
 		<description>
 			<para>The agent answers it as a turn of the caller. The response is an error when the
 			channel has no live conversation.</para>
+		</description>
+	</manager>
+	<manager name="ElevenLabsToolResult" language="en_US">
+		<synopsis>Answer a client tool call of a live ElevenLabs conversation (client_tools_via_ami).</synopsis>
+		<syntax>
+			<parameter name="ActionID">
+				<para>ActionID for this transaction. Will be returned.</para>
+			</parameter>
+			<parameter name="Channel">
+				<para>The channel running ElevenLabsConversationalAI() (or give ConversationID).</para>
+			</parameter>
+			<parameter name="ConversationID">
+				<para>The conversation, as in the ElevenLabsToolCall event (or give Channel).</para>
+			</parameter>
+			<parameter name="ToolCallID" required="true">
+				<para>The ToolCallID of the ElevenLabsToolCall event.</para>
+			</parameter>
+			<parameter name="Result" required="true">
+				<para>What the agent is told the tool returned.</para>
+			</parameter>
+			<parameter name="IsError">
+				<para>yes: the tool failed (the agent is told so).</para>
+			</parameter>
+		</syntax>
+		<description>
+			<para>A tool no client_tool line maps is announced with ElevenLabsToolCall (IsError: pending)
+			when client_tools_via_ami is on, and waits client_tool_timeout_seconds for this answer.</para>
 		</description>
 	</manager>
  ***/
@@ -123,12 +151,34 @@ static int convai_manager_user_message(struct mansession *s, const struct messag
 	return convai_manager_send(s, m, "user_message");
 }
 
+static int convai_manager_tool_result(struct mansession *s, const struct message *m)
+{
+	const char *channel = astman_get_header(m, "Channel");
+	const char *conversation = astman_get_header(m, "ConversationID");
+	const char *id = astman_get_header(m, "ToolCallID");
+	char why[256];
+
+	if (ast_strlen_zero(channel) && ast_strlen_zero(conversation)) {
+		astman_send_error(s, m, "Channel or ConversationID is required");
+	} else if (ast_strlen_zero(id)) {
+		astman_send_error(s, m, "ToolCallID is required");
+	} else if (convai_embed_ami_tool_result(channel, conversation, id, astman_get_header(m, "Result"),
+			ast_true(astman_get_header(m, "IsError")), why, sizeof(why))) {
+		astman_send_error(s, m, why);
+	} else {
+		astman_send_ack(s, m, "Answered");
+	}
+	return 0;
+}
+
 int convai_manager_register(void)
 {
 	/* No module, as for the application: a forced unload must not free what AMI still calls. */
 	return ast_manager_register2("ElevenLabsContextualUpdate", EVENT_FLAG_CALL, convai_manager_contextual_update,
 			NULL, NULL, NULL)
 		| ast_manager_register2("ElevenLabsUserMessage", EVENT_FLAG_CALL, convai_manager_user_message,
+			NULL, NULL, NULL)
+		| ast_manager_register2("ElevenLabsToolResult", EVENT_FLAG_CALL, convai_manager_tool_result,
 			NULL, NULL, NULL);
 }
 
@@ -136,4 +186,5 @@ void convai_manager_unregister(void)
 {
 	ast_manager_unregister("ElevenLabsContextualUpdate");
 	ast_manager_unregister("ElevenLabsUserMessage");
+	ast_manager_unregister("ElevenLabsToolResult");
 }

@@ -23,7 +23,7 @@
 #include <stdint.h>
 
 /*! \brief Layout version of everything below; pyconvai.wire.WIRE_VERSION must match. */
-#define CONVAI_WIRE_VERSION 3
+#define CONVAI_WIRE_VERSION 4
 
 /*! \brief Agent audio crosses the downlink in frames of this many milliseconds. */
 #define CONVAI_FRAME_MS 20
@@ -75,6 +75,11 @@ enum convai_control {
 	CONVAI_CONTROL_SEND_DTMF = 4,
 	/*! "destination": does transfer_context,destination,1 exist? Answered by CONVAI_CLOCK_TRANSFER_CHECKED. */
 	CONVAI_CONTROL_TRANSFER_CHECK = 5,
+	/*!
+	 * "tool_call_id\0tool_name\0VARIABLE\0value...": run the tool's Gosub with these channel
+	 * variables set; answered through convai_embed_call_tool_result().
+	 */
+	CONVAI_CONTROL_RUN_TOOL = 6,
 };
 
 /*! \brief Size of a control record header. */

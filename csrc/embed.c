@@ -389,11 +389,31 @@ char *convai_embed_metrics(void)
 	return text;
 }
 
+/*!
+ * \internal \brief An operator request's answer: "" done, else why not. GIL held;
+ * consumes \a result (a new reference, or NULL with an exception set).
+ */
+static int embed_answer(PyObject *result, const char *what, char *why, size_t len)
+{
+	const char *answer = result && PyUnicode_Check(result) ? PyUnicode_AsUTF8(result) : NULL;
+	int res = -1;
+
+	if (!answer) {
+		embed_log_exception(what);
+		snprintf(why, len, "internal error (see the log)");
+	} else if (*answer) {
+		snprintf(why, len, "%s", answer);
+	} else {
+		res = 0;
+	}
+	Py_XDECREF(result);
+	return res;
+}
+
 int convai_embed_send_text(const char *channel, const char *kind, const char *text, char *why, size_t len)
 {
 	PyGILState_STATE state;
 	PyObject *result, *unicode;
-	const char *answer;
 	int res = -1;
 
 	if (embed_enter(&state)) {
@@ -403,16 +423,7 @@ int convai_embed_send_text(const char *channel, const char *kind, const char *te
 	/* unicode is a new reference, stolen by "N"; errors="replace" keeps any bytes usable. */
 	unicode = PyUnicode_DecodeUTF8(text, strlen(text), "replace");
 	result = unicode ? PyObject_CallMethod(runtime, "send_text", "ssN", channel, kind, unicode) : NULL;
-	answer = result && PyUnicode_Check(result) ? PyUnicode_AsUTF8(result) : NULL;
-	if (!answer) {
-		embed_log_exception("pyconvai.runtime.send_text()");
-		snprintf(why, len, "internal error (see the log)");
-	} else if (*answer) {
-		snprintf(why, len, "%s", answer);
-	} else {
-		res = 0;
-	}
-	Py_XDECREF(result);
+	res = embed_answer(result, "pyconvai.runtime.send_text()", why, len);
 	embed_leave(state);
 	return res;
 }
@@ -482,6 +493,41 @@ void convai_embed_call_hangup(void *handle, const char *reason)
 	}
 	Py_XDECREF(result);
 	embed_leave(state);
+}
+
+void convai_embed_call_tool_result(void *handle, const char *tool_call_id, const char *result, int is_error)
+{
+	PyGILState_STATE state;
+	PyObject *ret;
+
+	if (!handle || embed_enter(&state)) {
+		return;
+	}
+	ret = PyObject_CallMethod((PyObject *) handle, "tool_result", "ssO", tool_call_id, result,
+		is_error ? Py_True : Py_False);
+	if (!ret) {
+		embed_log_exception("pyconvai call tool_result()");
+	}
+	Py_XDECREF(ret);
+	embed_leave(state);
+}
+
+int convai_embed_ami_tool_result(const char *channel, const char *conversation_id, const char *tool_call_id,
+	const char *result, int is_error, char *why, size_t len)
+{
+	PyGILState_STATE state;
+	PyObject *ret;
+	int res = -1;
+
+	if (embed_enter(&state)) {
+		snprintf(why, len, "the Python runtime is not running");
+		return -1;
+	}
+	ret = PyObject_CallMethod(runtime, "tool_result", "ssssO", channel, conversation_id, tool_call_id, result,
+		is_error ? Py_True : Py_False);
+	res = embed_answer(ret, "pyconvai.runtime.tool_result()", why, len);
+	embed_leave(state);
+	return res;
 }
 
 void convai_embed_call_release(void *handle)

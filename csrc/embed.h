@@ -129,6 +129,18 @@ void *convai_embed_call_start(const struct convai_call_params *params);
 /*! \brief Tell Python the caller has gone; it closes the socket with 1000. */
 void convai_embed_call_hangup(void *handle, const char *reason);
 
+/*! \brief A dialplan client tool's answer (channel thread, no channel lock). */
+void convai_embed_call_tool_result(void *handle, const char *tool_call_id, const char *result, int is_error);
+
+/*!
+ * \brief AMI ElevenLabsToolResult: answer a client tool waiting on the conversation named
+ * by \a channel or \a conversation_id (either may be empty).
+ * \retval 0 answered
+ * \retval -1 not (\a why says why)
+ */
+int convai_embed_ami_tool_result(const char *channel, const char *conversation_id, const char *tool_call_id,
+	const char *result, int is_error, char *why, size_t len);
+
 /*! \brief Drop the handle from convai_embed_call_start(). */
 void convai_embed_call_release(void *handle);
 

@@ -266,6 +266,22 @@ class Call:
         if self.ended is not None:
             self._schedule(lambda: self._finish(self.ended))
 
+    # module threads: the channel thread (dialplan tools), AMI threads
+
+    def tool_result(self, tool_call_id: str, result: str, is_error: bool) -> None:
+        """A dialplan tool's Gosub returned (channel thread, GIL held, no channel lock)."""
+        tools = self.tools
+        if tools is not None:
+            self._schedule(lambda: tools.dialplan_result(tool_call_id, result, is_error))
+
+    def ami_tool_result(self, tool_call_id: str, result: str, is_error: bool) -> str:
+        """AMI ElevenLabsToolResult; "" when a tool call was waiting for it, else why not."""
+        tools = self.tools
+        if tools is None or not tools.ami_waiting(tool_call_id):
+            return f"no client tool call {tool_call_id} is waiting for an answer on {self.channel}"
+        self._schedule(lambda: tools.ami_result(tool_call_id, result, is_error))
+        return ""
+
     def send_text(self, kind: str, text: str) -> str:
         """Text from AMI or the CLI for the agent, sent on the asyncio thread; "" if handed
         on, else why not. The text goes into the JSON intact (no one_line: it never reaches

@@ -52,6 +52,7 @@ RANGES = {
     "connection_timeout_seconds": Range("connection_timeout_seconds", 10, 1, 60),
     "max_call_duration_seconds": Range("max_call_duration_seconds", 0, 0, 86400),
     "dtmf_timeout_ms": Range("dtmf_timeout_ms", 2000, 200, 10000),
+    "client_tool_timeout_seconds": Range("client_tool_timeout_seconds", 10, 1, 120),
 }
 
 # Where each override goes in conversation_config_override.
@@ -173,6 +174,9 @@ class CallControl:
     dtmf_tool: str = "play_keypad_touch_tone"
     dtmf_to_agent: str = "user_message"  # or contextual_update, no
     dtmf_timeout_seconds: float = RANGES["dtmf_timeout_ms"].default / 1000
+    dialplan_tools: frozenset[str] = frozenset()  # client_tool lines (the module keeps their contexts)
+    tools_via_ami: bool = False
+    ami_tool_timeout_seconds: float = float(RANGES["client_tool_timeout_seconds"].default)
 
 
 def call_control(settings: Mapping[str, str]) -> CallControl:
@@ -186,6 +190,9 @@ def call_control(settings: Mapping[str, str]) -> CallControl:
         dtmf_tool=settings.get("dtmf_tool") or defaults.dtmf_tool,
         dtmf_to_agent=mode,
         dtmf_timeout_seconds=_int(settings, "dtmf_timeout_ms") / 1000,
+        dialplan_tools=frozenset(key.removeprefix("tool:") for key in settings if key.startswith("tool:")),
+        tools_via_ami=_flag(settings, "client_tools_via_ami"),
+        ami_tool_timeout_seconds=float(_int(settings, "client_tool_timeout_seconds")),
     )
 
 

@@ -297,6 +297,19 @@ def send_text(channel: str, kind: str, text: str) -> str:
     return call.send_text(kind, text)
 
 
+def tool_result(channel: str, conversation_id: str, tool_call_id: str, result: str, is_error: bool) -> str:
+    """AMI ElevenLabsToolResult: "" when handed to the waiting tool call, else why not."""
+    if _runtime is None:
+        return "the Python runtime is not running"
+    with _runtime.calls_lock:
+        call = next((c for c in _runtime.calls.values()
+                     if (channel and c.channel == channel) or (conversation_id and c.conversation_id == conversation_id)),
+                    None)
+    if call is None:
+        return f"no ElevenLabs conversation on {channel or conversation_id}"
+    return call.ami_tool_result(tool_call_id, result, is_error)
+
+
 def describe_calls() -> str:
     """Text for "elevenlabs show calls"."""
     if _runtime is None:

@@ -15,6 +15,12 @@ carries out (csrc/convai_wire.h): this module never touches a channel.
   digits, then the tool is answered.
 - The caller's keys: collected until ``#`` or a pause, then sent as one
   user_message or contextual_update (``dtmf_to_agent``).
+- Dialplan tools (``client_tool = name,context``): once the agent audio queued
+  before the call has played, the channel thread runs ``Gosub(context,name,1)``
+  with the parameters as ``ELEVENLABS_TOOL_*`` variables; ``Return()`` answers.
+- AMI tools (``client_tools_via_ami``): announced with ``ElevenLabsToolCall``
+  (``IsError: pending``), answered by AMI ``ElevenLabsToolResult`` within
+  ``client_tool_timeout_seconds``, else with an error saying so.
 - Any other client tool is answered with an error at once, so that the
   agent's turn never stalls.
 """
@@ -36,7 +42,7 @@ from .events import ClientToolCalled
 from .keypad import KeyCollector, keypad_tones
 from .playback import Downlink
 from .session import Session
-from .wire import ClockKind, Control
+from .wire import CONTROL_MAX_PAYLOAD, ClockKind, Control
 
 __all__ = ["TRANSFER_CAP_S", "TRANSFER_GRACE_S", "Tools"]
 
@@ -47,6 +53,9 @@ TRANSFER_GRACE_S = 2.0
 #: Longest wait, from the answer, for that audio to play out before the call moves on.
 TRANSFER_CAP_S = 10.0
 _EXTENSION = re.compile(r"[0-9A-Za-z*#+_.-]{1,64}")
+_NOT_IN_A_NAME = re.compile(r"[^A-Z0-9_]")
+#: Longest wait for the agent audio queued before a dialplan tool to play out.
+_PLAY_OUT_CAP_S = 70.0
 _UNSUPPORTED = "Client tool {!r} is not supported by app_elevenlabs_convai"
 
 
@@ -64,6 +73,9 @@ class Tools:
         self._keypad_waiting: deque[ClientToolCalled] = deque()  # each answered when its digits went out
         self._transfer_waiting: tuple[ClientToolCalled, str] | None = None
         self._handing_over: asyncio.Task[None] | None = None
+        self._dialplan_waiting: dict[str, ClientToolCalled] = {}  # tool call id -> call, in the dialplan
+        self._ami_waiting: dict[str, tuple[ClientToolCalled, asyncio.TimerHandle]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._last_agent_audio = 0.0
         self.transfer_to: str | None = None  # set once the call is being handed over
 
@@ -75,8 +87,29 @@ class Tools:
             self._transfer(call)
         elif call.name == self._cfg.dtmf_tool:
             self._keypad(call)
+        elif call.name in self._cfg.dialplan_tools:
+            self._dialplan(call)
+        elif self._cfg.tools_via_ami:
+            self._ami(call)
         else:
             self._answer(call, _UNSUPPORTED.format(call.name), True)
+
+    def dialplan_result(self, tool_call_id: str, result: str, is_error: bool) -> None:
+        """The Gosub of a dialplan tool returned."""
+        call = self._dialplan_waiting.pop(tool_call_id, None)
+        if call is not None:
+            self._answer(call, result, is_error)
+
+    def ami_waiting(self, tool_call_id: str) -> bool:
+        """Whether an AMI answer for this tool call is awaited (any thread: one dict lookup)."""
+        return tool_call_id in self._ami_waiting
+
+    def ami_result(self, tool_call_id: str, result: str, is_error: bool) -> None:
+        """AMI ElevenLabsToolResult (on the asyncio thread): the answer, unless it came too late."""
+        waiting = self._ami_waiting.pop(tool_call_id, None)
+        if waiting is not None:
+            waiting[1].cancel()
+            self._answer(waiting[0], result, is_error)
 
     def record(self, kind: int, position: int, at: float) -> None:
         """A clock record that is not about audio (see csrc/convai_wire.h)."""
@@ -111,6 +144,11 @@ class Tools:
         if self._handing_over is not None:
             self._handing_over.cancel()
             self._handing_over = None
+        for task in list(self._tasks):
+            task.cancel()
+        for _, timer in self._ami_waiting.values():
+            timer.cancel()
+        self._ami_waiting.clear()
 
     # --- the tools --------------------------------------------------------------
 
@@ -133,6 +171,44 @@ class Tools:
             return
         self._keypad_waiting.append(call)
         self._send_control(Control.SEND_DTMF, tones)
+
+    def _dialplan(self, call: ClientToolCalled) -> None:
+        variables = [("ELEVENLABS_TOOL_CALL_ID", call.tool_call_id),
+                     ("ELEVENLABS_TOOL_PARAMETERS", _json(call.parameters))]
+        for name, value in call.parameters.items():
+            text = value if isinstance(value, str) else _json(value)
+            variables.append((f"ELEVENLABS_TOOL_{_NOT_IN_A_NAME.sub('_', str(name).upper())}", text))
+        record = [call.tool_call_id, call.name] + [part for pair in variables for part in pair]
+        if len("\0".join(record).encode()) > CONTROL_MAX_PAYLOAD:
+            self._answer(call, "The tool's parameters are too large for the dialplan.", True)
+            return
+        self._dialplan_waiting[call.tool_call_id] = call
+        self._spawn(self._run_when_played(record))
+
+    async def _run_when_played(self, record: list[str]) -> None:
+        """The caller hears the agent's words before the tool: run it once they have played."""
+        started = time.monotonic()
+        while not self._downlink.drained and time.monotonic() - started < _PLAY_OUT_CAP_S:
+            await asyncio.sleep(0.02)
+        self._send_control(Control.RUN_TOOL, *record)
+
+    def _ami(self, call: ClientToolCalled) -> None:
+        timeout = self._cfg.ami_tool_timeout_seconds
+        timer = asyncio.get_running_loop().call_later(timeout, self._ami_timed_out, call.tool_call_id)
+        self._ami_waiting[call.tool_call_id] = (call, timer)
+        self._event("ElevenLabsToolCall", Tool=call.name, ToolCallID=call.tool_call_id, Source="client",
+                    IsError="pending", Parameters=_json(call.parameters))
+
+    def _ami_timed_out(self, tool_call_id: str) -> None:
+        waiting = self._ami_waiting.pop(tool_call_id, None)
+        if waiting is not None:
+            self._answer(waiting[0], f"No answer from the PBX within {self._cfg.ami_tool_timeout_seconds:g} s.",
+                         True)
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _hand_over(self, destination: str, answered_at: float) -> None:
         """Let the agent's "I'm putting you through" play, then close: the call moves on."""

@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 #: CONVAI_WIRE_VERSION.
-WIRE_VERSION = 3
+WIRE_VERSION = 4
 
 #: CONVAI_FRAME_MS: agent audio crosses the downlink in frames this long.
 FRAME_MS = 20
@@ -57,6 +57,7 @@ class Control(enum.IntEnum):
     STARTED = 3  # conversation_id
     SEND_DTMF = 4  # digits (0-9*#A-D, w/W pauses)
     TRANSFER_CHECK = 5  # destination
+    RUN_TOOL = 6  # tool_call_id, tool_name, then variable, value pairs
 
 
 #: CONVAI_CONTROL_HEADER: kind, 0, payload length (little-endian uint16).

@@ -307,9 +307,10 @@ class AgentConversation:
                 data = voice.pad(data, first_bytes, s.output_format)
             await self._speak(self._next_id(), s.greeting_text, data, first_bytes)
         if s.client_tool_name:
-            await self._send(messages.client_tool_call(
-                self._next_id(), s.client_tool_name, f"call_{secrets.token_hex(6)}",
-                s.client_tool_parameters, s.client_tool_expects_response))
+            for name, parameters in ((s.client_tool_name, s.client_tool_parameters), *s.more_client_tools):
+                await self._send(messages.client_tool_call(
+                    self._next_id(), name, f"call_{secrets.token_hex(6)}", parameters,
+                    s.client_tool_expects_response))
         if s.end_call_after_turns == 0:
             await self._end_call()
 

@@ -82,6 +82,8 @@ class AgentScript:
     """Send a ``client_tool_call`` for this tool right after the greeting."""
     client_tool_parameters: Mapping[str, object] = field(default_factory=dict)
     client_tool_expects_response: bool = True
+    more_client_tools: tuple[tuple[str, Mapping[str, object]], ...] = ()
+    """(name, parameters) of more client tool calls sent right after the first (calls in flight at once)."""
     tool_result_reply_ms: int = 0
     """After a successful client tool result, say this much more (e.g. "putting you through")."""
     tool_result_reply_tone_hz: float = 550.0
