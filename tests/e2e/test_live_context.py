@@ -69,3 +69,15 @@ def test_a_channel_without_a_conversation_gets_a_clear_error(bed, sim):
     assert "no ElevenLabs conversation on channel PJSIP/nobody-00000001" in response.get("Message", "")
     assert "Text is required" in b.ami.raw_action("ElevenLabsContextualUpdate", "Channel: x\r\n").get("Message", "")
     assert "no ElevenLabs conversation" in b.ast.cli("elevenlabs send message Local/none-1;2 hi")
+
+
+def test_a_live_channel_that_runs_no_conversation_gets_a_clear_error(bed, sim):
+    b = bed({"crm": {"elevenlabs_agent_id": "agent_listens"}})
+    b.call("crm", "caller-c3-4")
+    agent_half = b.event("ElevenLabsConversationStarted")["Channel"]
+    caller_half = agent_half[:-1] + "1"  # the Local channel's other half: no application of ours
+    assert caller_half in b.ast.cli("core show channels concise")
+    response = _send(b, "ElevenLabsContextualUpdate", caller_half, ["hello"])
+    assert response.get("Response") == "Error"
+    assert f"no ElevenLabs conversation on channel {caller_half}" in response.get("Message", "")
+    b.result()
