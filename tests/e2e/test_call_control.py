@@ -207,3 +207,26 @@ def test_an_outbound_call_takes_its_variables_from_the_originate(bed, sim):
     variables = sim.wait_for_conversations(1)[0].init_data["dynamic_variables"]
     assert variables["account"] == "4711"
     assert re.fullmatch(r"[\d.]+", variables["call_uniqueid"])
+
+
+def test_every_ending_leaves_no_channel_thread_or_fd_behind(bed, sim):
+    b = bed({"listens": {"elevenlabs_agent_id": "agent_listens"},
+             "sales": {"elevenlabs_agent_id": "agent_transfer", "transfer_context": "e2e"},
+             "ivr": {"elevenlabs_agent_id": "agent_keypad"},
+             "dialer": {"elevenlabs_agent_id": "agent_voicemail"},
+             "long": {"elevenlabs_agent_id": "agent_long"}})
+    before = b.baseline("listens")
+    b.call("sales", "caller-e1-8")
+    b.event("UserEvent", UserEvent="Transferred")
+    b.wait_idle(timeout=30)
+    b.call("ivr", "caller-e2-4")
+    b.wait_idle(timeout=30)
+    b.call("dialer", "caller-e3-8")
+    b.event("UserEvent", UserEvent="ConvaiResult", Status="VOICEMAIL")
+    b.wait_idle(timeout=30)
+    b.call("long", "caller-e4-10")
+    started = b.event("ElevenLabsConversationStarted", index=4)
+    b.ami.action("Redirect", Channel=started["Channel"], Context="e2e", Exten="redirected", Priority="1")
+    b.event("UserEvent", UserEvent="Redirected")
+    healthy(b, before)
+    assert all(r.closed.wait(10) and r.close_code == 1000 for r in sim.wait_for_conversations(5))
