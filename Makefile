@@ -31,8 +31,10 @@ DEV_PYTHON = $(DEV_VENV)/bin/python
 
 MODULE = app_elevenlabs_convai
 BUILD = build
-SOURCES = csrc/app_elevenlabs_convai.c csrc/convai_capture.c csrc/convai_config.c csrc/convai_cli.c \
+SOURCES = csrc/app_elevenlabs_convai.c csrc/convai_actions.c csrc/convai_capture.c csrc/convai_config.c csrc/convai_cli.c \
 	csrc/convai_manager.c csrc/embed.c csrc/ring.c
+# Documentation too long to sit in its source (as chan_websocket keeps chan_websocket_doc.xml).
+DOC_SOURCES = csrc/convai_config_doc.xml
 HEADERS = csrc/convai.h csrc/convai_wire.h csrc/embed.h csrc/ring.h
 
 .PHONY: all module doc wheel install install-module install-venv install-config \
@@ -71,14 +73,15 @@ $(BUILD)/$(MODULE).so: $(SOURCES:csrc/%.c=$(BUILD)/%.o)
 	$(CC) -shared $(LDFLAGS) -o $@ $^ $(shell $(PYTHON_CONFIG) --ldflags --embed) -ldl
 
 # Asterisk reads third-party docs from documentation/thirdparty/*-en_US.xml: the
-# DOCUMENTATION blocks of every source (the application's, elevenlabs.conf's).
-$(BUILD)/$(MODULE)-en_US.xml: $(SOURCES) | $(BUILD)
+# DOCUMENTATION blocks of every source, then DOC_SOURCES (elevenlabs.conf's).
+$(BUILD)/$(MODULE)-en_US.xml: $(SOURCES) $(DOC_SOURCES) | $(BUILD)
 	{ echo '<?xml version="1.0" encoding="UTF-8"?>'; \
 	  echo '<!DOCTYPE docs SYSTEM "appdocsxml.dtd">'; \
 	  echo '<docs xmlns:xi="http://www.w3.org/2001/XInclude">'; \
 	  for source in $(SOURCES); do \
 	    sed -n '/^\/\*\*\* DOCUMENTATION/,/^ \*\*\*\//p' $$source | sed '/^\/\*\*\* DOCUMENTATION/d;/^ \*\*\*\//d'; \
 	  done; \
+	  cat $(DOC_SOURCES); \
 	  echo '</docs>'; } > $@
 
 # pyconvai as a wheel, with its cffi ring binding compiled for $(PYTHON).

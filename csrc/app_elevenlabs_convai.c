@@ -71,10 +71,6 @@
 #define CONVAI_CONTROL_BYTES (64 * 1024)
 /*! Clock records of about 20 s of frames; Python drains them on every uplink chunk, at least every 100 ms. */
 #define CONVAI_CLOCK_BYTES (64 * 1024)
-/*! Most parameters of a dialplan client tool offered as channel variables. */
-#define CONVAI_TOOL_MAX_VARIABLES 64
-/*! Ringing when the channel's tone zone has none: the North American ring. */
-#define CONVAI_DEFAULT_RING "440+480/2000,0/4000"
 /*! How long Python may stay silent after start before the call is failed. */
 #define CONVAI_STARTUP_GRACE_SECONDS 5
 #define CONVAI_SHUTDOWN_TIMEOUT_MS 3000
@@ -166,13 +162,6 @@ static const char *const convai_status_names[CONVAI_STATUS_COUNT] = {
 	[CONVAI_STATUS_REDIRECTED] = "REDIRECTED",
 };
 
-/*! \brief What the caller hears while the agent connects (while_connecting). */
-enum convai_connecting_sound {
-	CONVAI_CONNECTING_NONE,
-	CONVAI_CONNECTING_RING,
-	CONVAI_CONNECTING_MOH,
-};
-
 enum convai_exec_flags {
 	OPT_HANGUP_ON_END = (1 << 0),
 };
@@ -182,43 +171,6 @@ enum convai_exec_flags {
 AST_APP_OPTIONS(convai_exec_options, {
 	AST_APP_OPTION('h', OPT_HANGUP_ON_END),
 });
-
-/*! \brief One conversation, on the stack of the channel thread that runs it. */
-struct convai_call {
-	struct ast_channel *chan;
-	struct convai_agent *agent;
-	struct convai_ring *uplink;
-	struct convai_ring *downlink;
-	struct convai_ring *control;
-	struct convai_ring *clock;
-	struct convai_capture *capture;
-	struct ast_timer *timer;
-	/*! Python's call object (embed.c handle). */
-	void *session;
-	int wake_fd;
-	int hook_id;
-	/*! The write format before the call, restored on exit. */
-	struct ast_format *saved_write_format;
-	/*! The agent's output format; NULL until the metadata arrives. */
-	struct ast_format *out_format;
-	unsigned int frame_bytes;
-	unsigned int frame_samples;
-	/*! Pacing: frames written since play_epoch (absolute deadlines, no drift). */
-	struct timeval play_epoch;
-	unsigned int frames_since_epoch;
-	int playing;
-	int ended;
-	struct timeval started;
-	enum convai_status status;
-	/*! Counted against the agent's and the module's limits; NULL if not (yet). */
-	struct convai_usage *usage;
-	/*! Ringing or music on hold until the first agent frame, else NONE. */
-	enum convai_connecting_sound connecting_sound;
-	char conversation_id[128];
-	char reason[512];
-	/*! Where a TRANSFER goes: an extension of the agent's transfer_context. */
-	char transfer_destination[AST_MAX_EXTENSION];
-};
 
 const char *convai_status_name(enum convai_status status)
 {
@@ -309,7 +261,7 @@ static struct ast_format *convai_format_by_name(const char *name)
 
 /* The call loop and its helpers: channel thread, channel NOT locked unless stated. */
 
-static void convai_call_end(struct convai_call *call, enum convai_status status, const char *reason)
+void convai_call_end(struct convai_call *call, enum convai_status status, const char *reason)
 {
 	if (call->ended) {
 		return;
@@ -356,7 +308,7 @@ static void convai_set_formats(struct convai_call *call, const char *input, cons
  * came from the network: control characters (a CR/LF would forge AMI headers)
  * become spaces here too, whatever pyconvai already did.
  */
-static int convai_split(char *payload, size_t len, const char **parts, int max)
+int convai_split(char *payload, size_t len, const char **parts, int max)
 {
 	int n = 0;
 	size_t i;
@@ -378,92 +330,11 @@ static int convai_split(char *payload, size_t len, const char **parts, int max)
 	return n;
 }
 
-/*! \internal \brief Ringing or music on hold from answer until the agent's first words. */
-static void convai_start_connecting_sound(struct convai_call *call)
-{
-	const char *sound = call->agent->while_connecting;
-
-	if (!strcmp(sound, "ring")) {
-		/*
-		 * In band, as the core does for an answered channel (a Local or answered
-		 * SIP channel would only pass a RINGING indication on, which nobody hears).
-		 */
-		struct ast_tone_zone_sound *ring = ast_get_indication_tone(ast_channel_zone(call->chan), "ring");
-
-		ast_playtones_start(call->chan, 0, ring ? ring->data : CONVAI_DEFAULT_RING, 0);
-		if (ring) {
-			ast_tone_zone_sound_unref(ring);
-		}
-		call->connecting_sound = CONVAI_CONNECTING_RING;
-	} else if (!strncmp(sound, "moh", 3)) {
-		if (ast_moh_start(call->chan, sound[3] == ':' ? sound + 4 : NULL, NULL)) {
-			ast_log(LOG_WARNING, "%s: no music on hold (is res_musiconhold loaded?)\n", ast_channel_name(call->chan));
-			return;
-		}
-		call->connecting_sound = CONVAI_CONNECTING_MOH;
-	}
-}
-
-/*!
- * \internal \brief Stop it before the first agent frame: a generator (MOH) makes ast_write
- * drop frames while returning 0, and stopping it restores the write format it found.
- */
-static void convai_stop_connecting_sound(struct convai_call *call)
-{
-	switch (call->connecting_sound) {
-	case CONVAI_CONNECTING_NONE:
-		return;
-	case CONVAI_CONNECTING_RING:
-		ast_playtones_stop(call->chan);
-		break;
-	case CONVAI_CONNECTING_MOH:
-		ast_moh_stop(call->chan);
-		break;
-	}
-	call->connecting_sound = CONVAI_CONNECTING_NONE;
-	if (call->out_format) {
-		ast_set_write_format(call->chan, call->out_format);
-	}
-}
-
-/*!
- * \internal \brief The agent's keypad tool: send \a digits to the caller, then tell Python.
- *
- * Blocks this thread for the digits and pauses (w, W), as SendDTMF does: agent
- * audio waits in the ring meanwhile (an RFC 4733 digit drops audio written with
- * it), and the framehook still captures the caller through ast_safe_sleep().
- */
-static void convai_send_dtmf(struct convai_call *call, const char *digits)
-{
-	int res;
-
-	convai_stop_connecting_sound(call);
-	res = ast_dtmf_stream(call->chan, NULL, digits, 250, 0);
-	ast_debug(3, "%s: sent DTMF '%s' for the agent (%d)\n", ast_channel_name(call->chan), digits, res);
-	convai_clock(call->clock, CONVAI_CLOCK_DTMF_SENT, res ? 0 : strlen(digits));
-	call->playing = 0; /* the pause is not a backlog: start the deadlines again */
-}
-
-/*! \internal \brief Whether transfer_context,destination,1 exists for this caller (as Dial would check). */
-static int convai_transfer_exists(struct convai_call *call, const char *destination)
-{
-	char caller[AST_MAX_EXTENSION];
-
-	if (ast_strlen_zero(call->agent->transfer_context) || ast_strlen_zero(destination)) {
-		return 0;
-	}
-	ast_channel_lock(call->chan);
-	ast_copy_string(caller, S_COR(ast_channel_caller(call->chan)->id.number.valid,
-		ast_channel_caller(call->chan)->id.number.str, ""), sizeof(caller));
-	ast_channel_unlock(call->chan);
-	return ast_exists_extension(call->chan, call->agent->transfer_context, destination, 1, S_OR(caller, NULL));
-}
-
 /*!
  * \internal \brief ast_read() said the channel is gone: a hangup, or a redirect (AMI
  * Redirect, ChannelRedirect()) whose new location the PBX runs once we return 0.
  */
-static void convai_call_gone(struct convai_call *call)
+void convai_call_gone(struct convai_call *call)
 {
 	int redirected;
 
@@ -476,62 +347,6 @@ static void convai_call_gone(struct convai_call *call)
 	} else {
 		convai_call_end(call, CONVAI_STATUS_CALLER_HANGUP, "caller hung up");
 	}
-}
-
-/*!
- * \internal \brief A client tool the dialplan answers: Gosub(context,tool_name,1) on this thread.
- *
- * \a payload: the tool call id, the tool name, then variable, value pairs pyconvai made
- * of the parameters (ELEVENLABS_TOOL_*). Agent audio is paused meanwhile (pyconvai sent
- * this only once the audio queued before the call had played); the subroutine's apps
- * read the channel, so the framehook keeps capturing the caller. Return(result) answers;
- * ELEVENLABS_TOOL_ERROR=1 makes it an error. A hangup or redirect inside ends the call.
- */
-static void convai_run_tool(struct convai_call *call, char *payload, size_t len)
-{
-	const char *parts[2 + 2 * CONVAI_TOOL_MAX_VARIABLES];
-	const struct ast_variable *tool;
-	char caller[AST_MAX_EXTENSION], location[2 * AST_MAX_CONTEXT + 8], reason[256];
-	const char *result = "", *context;
-	int n = convai_split(payload, len, parts, ARRAY_LEN(parts)), i, is_error = 1;
-
-	tool = ast_variable_find_variable_in_list(call->agent->client_tools, parts[1]);
-	context = tool ? tool->value : "";
-	ast_channel_lock(call->chan);
-	ast_copy_string(caller, S_COR(ast_channel_caller(call->chan)->id.number.valid,
-		ast_channel_caller(call->chan)->id.number.str, ""), sizeof(caller));
-	ast_channel_unlock(call->chan);
-	if (!tool || !ast_exists_extension(call->chan, context, parts[1], 1, S_OR(caller, NULL))) {
-		snprintf(reason, sizeof(reason), "no extension %s in context %s answers this tool", parts[1], context);
-		ast_log(LOG_WARNING, "%s: client tool %s: %s\n", ast_channel_name(call->chan), parts[1], reason);
-		convai_embed_call_tool_result(call->session, parts[0], reason, 1);
-		return;
-	}
-	convai_stop_connecting_sound(call);
-	for (i = 2; i + 1 < n; i += 2) {
-		if (!ast_strlen_zero(parts[i])) {
-			pbx_builtin_setvar_helper(call->chan, parts[i], parts[i + 1]);
-		}
-	}
-	pbx_builtin_setvar_helper(call->chan, "ELEVENLABS_TOOL_ERROR", NULL);
-	pbx_builtin_setvar_helper(call->chan, "GOSUB_RETVAL", NULL);
-	snprintf(location, sizeof(location), "%s,%s,1", context, parts[1]);
-	ast_debug(3, "%s: client tool %s: Gosub(%s)\n", ast_channel_name(call->chan), parts[1], location);
-	ast_app_exec_sub(NULL, call->chan, location, 0);
-	if (ast_check_hangup(call->chan)) {
-		convai_call_gone(call);
-		return;
-	}
-	ast_channel_lock(call->chan);
-	result = ast_strdupa(S_OR(pbx_builtin_getvar_helper(call->chan, "GOSUB_RETVAL"), ""));
-	is_error = ast_true(pbx_builtin_getvar_helper(call->chan, "ELEVENLABS_TOOL_ERROR"));
-	ast_channel_unlock(call->chan);
-	/* The subroutine's apps may have changed the write format; the pause is no backlog. */
-	if (call->out_format) {
-		ast_set_write_format(call->chan, call->out_format);
-	}
-	call->playing = 0;
-	convai_embed_call_tool_result(call->session, parts[0], result, is_error);
 }
 
 static void convai_handle_control(struct convai_call *call)

@@ -12,6 +12,8 @@
  * - app_elevenlabs_convai.c: the application, the pacing loop, control
  *   records, load and unload;
  * - convai_capture.c: the capture framehook (caller audio into the uplink);
+ * - convai_actions.c: what the agent makes the channel do (keys, transfer checks,
+ *   dialplan tools, the sound while connecting);
  * - convai_config.c: elevenlabs.conf (ACO), API keys, per-call settings,
  *   concurrency limits and debug switches;
  * - convai_cli.c: CLI commands, metrics and res_prometheus;
@@ -27,9 +29,15 @@
 
 #include "convai_wire.h"
 
+#include "asterisk/channel.h"
+#include "asterisk/time.h"
+
 struct ast_channel;
 struct ast_format;
+struct ast_timer;
+struct convai_capture;
 struct convai_ring;
+struct convai_usage;
 struct ast_str;
 struct ast_variable;
 struct ao2_container;
@@ -201,6 +209,78 @@ const char **convai_call_settings(struct ast_channel *chan, const struct convai_
 
 /*! \brief Free what convai_call_settings() returned. */
 void convai_settings_free(const char **pairs);
+
+/*! \brief What the caller hears while the agent connects (while_connecting). */
+enum convai_connecting_sound {
+	CONVAI_CONNECTING_NONE,
+	CONVAI_CONNECTING_RING,
+	CONVAI_CONNECTING_MOH,
+};
+
+/*! \brief One conversation, on the stack of the channel thread that runs it. */
+struct convai_call {
+	struct ast_channel *chan;
+	struct convai_agent *agent;
+	struct convai_ring *uplink;
+	struct convai_ring *downlink;
+	struct convai_ring *control;
+	struct convai_ring *clock;
+	struct convai_capture *capture;
+	struct ast_timer *timer;
+	/*! Python's call object (embed.c handle). */
+	void *session;
+	int wake_fd;
+	int hook_id;
+	/*! The write format before the call, restored on exit. */
+	struct ast_format *saved_write_format;
+	/*! The agent's output format; NULL until the metadata arrives. */
+	struct ast_format *out_format;
+	unsigned int frame_bytes;
+	unsigned int frame_samples;
+	/*! Pacing: frames written since play_epoch (absolute deadlines, no drift). */
+	struct timeval play_epoch;
+	unsigned int frames_since_epoch;
+	int playing;
+	int ended;
+	struct timeval started;
+	enum convai_status status;
+	/*! Counted against the agent's and the module's limits; NULL if not (yet). */
+	struct convai_usage *usage;
+	/*! Ringing or music on hold until the first agent frame, else NONE. */
+	enum convai_connecting_sound connecting_sound;
+	char conversation_id[128];
+	char reason[512];
+	/*! Where a TRANSFER goes: an extension of the agent's transfer_context. */
+	char transfer_destination[AST_MAX_EXTENSION];
+};
+
+/* app_elevenlabs_convai.c, for convai_actions.c: the channel thread. */
+
+/*! \brief End the call with \a status (the first ending wins). */
+void convai_call_end(struct convai_call *call, enum convai_status status, const char *reason);
+
+/*! \brief ast_read() said the channel is gone: a hangup, or a redirect. */
+void convai_call_gone(struct convai_call *call);
+
+/*! \brief Split a NUL-separated control payload into at most \a max strings (see the definition). */
+int convai_split(char *payload, size_t len, const char **parts, int max);
+
+/* convai_actions.c: the channel thread, channel not locked on entry. */
+
+/*! \brief Ringing or music on hold from the answer until the agent's first words. */
+void convai_start_connecting_sound(struct convai_call *call);
+
+/*! \brief Stop it (before the first agent frame, and on every ending). */
+void convai_stop_connecting_sound(struct convai_call *call);
+
+/*! \brief The agent's keypad tool: send \a digits to the caller, then tell Python. */
+void convai_send_dtmf(struct convai_call *call, const char *digits);
+
+/*! \brief Whether transfer_context,destination,1 exists for this caller. */
+int convai_transfer_exists(struct convai_call *call, const char *destination);
+
+/*! \brief A dialplan client tool: Gosub on this thread, answered through embed.h. */
+void convai_run_tool(struct convai_call *call, char *payload, size_t len);
 
 /* convai_capture.c: the channel thread, channel not locked on entry. */
 
