@@ -93,10 +93,12 @@ def test_barge_in_stops_the_old_response_and_plays_the_reply(bed, sim):
     assert abs(reply.frames - 1500 // 20) <= 1, "the reply was not heard in full"
     assert greeting.gaps == 0 and greeting.last < reply.first  # nothing old after the reply started
     # The module counted the frames it had written when the interruption arrived;
-    # the recording may hold at most two more of the old response (40 ms).
+    # the recording may hold at most two more of the old response (40 ms). The recording's
+    # 20 ms analysis windows need not line up with the frames written: the last one may be
+    # half tone, half silence, and not counted (one frame of measurement resolution).
     stats = bed.stats()
     written_before = int(stats["InterruptedAfterFrames"].split(",")[0])
-    assert 0 <= greeting.frames - written_before <= 2, (greeting.frames, written_before)
+    assert -1 <= greeting.frames - written_before <= 2, (greeting.frames, written_before)
     assert float(stats["BargeInStopMs"].split(",")[0]) <= 40.0, stats["BargeInStopMs"]
     # And the caller was heard at once: old response gone within 200 ms of the caller
     # starting to speak (20 ms uplink chunks + the simulator's 60 ms VAD + one frame).
