@@ -164,6 +164,12 @@ void convai_run_tool(struct convai_call *call, char *payload, size_t len)
 	result = ast_strdupa(S_OR(pbx_builtin_getvar_helper(call->chan, "GOSUB_RETVAL"), ""));
 	is_error = ast_true(pbx_builtin_getvar_helper(call->chan, "ELEVENLABS_TOOL_ERROR"));
 	ast_channel_unlock(call->chan);
+	/* This call's parameters end with it: a later call without one must not see it. */
+	for (i = 2; i + 1 < n; i += 2) {
+		if (!ast_strlen_zero(parts[i])) {
+			pbx_builtin_setvar_helper(call->chan, parts[i], NULL);
+		}
+	}
 	/* The subroutine's apps may have changed the write format; the pause is no backlog. */
 	if (call->out_format) {
 		ast_set_write_format(call->chan, call->out_format);

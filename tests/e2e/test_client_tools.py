@@ -21,7 +21,8 @@ SCRIPTS = {
     "agent_ghost": tool("ghost_tool"),
     "agent_crm": tool("crm_lookup", account="A-1"),
     "agent_two": AgentScript(**ULAW, greeting_ms=300, client_tool_name="lookup_order",
-                             client_tool_parameters={"order_id": 1}, more_client_tools=(("lookup_order", {"order_id": 2}),)),
+                             client_tool_parameters={"order_id": 1, "note": "!"},
+                             more_client_tools=(("lookup_order", {"order_id": 2}),)),
     "agent_slow": tool("slow_tool"),
 }
 
@@ -120,8 +121,9 @@ def test_two_tool_calls_in_flight_each_get_their_own_answer(bed, sim):
     b.result()
     record = sim.wait_for_conversations(1)[0]
     ids = [m["client_tool_call"]["tool_call_id"] for m in record.sent_of_type("client_tool_call")]
+    # The first call's note is not left behind for the second, which has none.
     assert sorted((r["tool_call_id"], r["result"]) for r in record.tool_results) == sorted(
-        [(ids[0], f"order 1 shipped {ids[0]}"), (ids[1], f"order 2 shipped {ids[1]}")])
+        [(ids[0], f"order 1 shipped {ids[0]}!"), (ids[1], f"order 2 shipped {ids[1]}")])
     b.wait_idle()
 
 
