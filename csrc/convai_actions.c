@@ -101,19 +101,25 @@ void convai_send_dtmf(struct convai_call *call, const char *digits)
 	call->playing = 0; /* the pause is not a backlog: start the deadlines again */
 }
 
-/*! \internal \brief Whether transfer_context,destination,1 exists for this caller (as Dial would check). */
-int convai_transfer_exists(struct convai_call *call, const char *destination)
+/*! \internal \brief Whether context,exten,1 exists for this caller, as Dial would check it. */
+static int convai_extension_exists(struct convai_call *call, const char *context, const char *exten)
 {
 	char caller[AST_MAX_EXTENSION];
 
-	if (ast_strlen_zero(call->agent->transfer_context) || ast_strlen_zero(destination)) {
+	if (ast_strlen_zero(context) || ast_strlen_zero(exten)) {
 		return 0;
 	}
+	/* Copied under the lock; the dialplan lookup runs without it. */
 	ast_channel_lock(call->chan);
 	ast_copy_string(caller, S_COR(ast_channel_caller(call->chan)->id.number.valid,
 		ast_channel_caller(call->chan)->id.number.str, ""), sizeof(caller));
 	ast_channel_unlock(call->chan);
-	return ast_exists_extension(call->chan, call->agent->transfer_context, destination, 1, S_OR(caller, NULL));
+	return ast_exists_extension(call->chan, context, exten, 1, S_OR(caller, NULL));
+}
+
+int convai_transfer_exists(struct convai_call *call, const char *destination)
+{
+	return convai_extension_exists(call, call->agent->transfer_context, destination);
 }
 
 /*!
@@ -129,17 +135,13 @@ void convai_run_tool(struct convai_call *call, char *payload, size_t len)
 {
 	const char *parts[2 + 2 * CONVAI_TOOL_MAX_VARIABLES];
 	const struct ast_variable *tool;
-	char caller[AST_MAX_EXTENSION], location[2 * AST_MAX_CONTEXT + 8], reason[256];
+	char location[2 * AST_MAX_CONTEXT + 8], reason[256];
 	const char *result = "", *context;
 	int n = convai_split(payload, len, parts, ARRAY_LEN(parts)), i, is_error = 1;
 
 	tool = ast_variable_find_variable_in_list(call->agent->client_tools, parts[1]);
 	context = tool ? tool->value : "";
-	ast_channel_lock(call->chan);
-	ast_copy_string(caller, S_COR(ast_channel_caller(call->chan)->id.number.valid,
-		ast_channel_caller(call->chan)->id.number.str, ""), sizeof(caller));
-	ast_channel_unlock(call->chan);
-	if (!tool || !ast_exists_extension(call->chan, context, parts[1], 1, S_OR(caller, NULL))) {
+	if (!convai_extension_exists(call, context, parts[1])) {
 		snprintf(reason, sizeof(reason), "no extension %s in context %s answers this tool", parts[1], context);
 		ast_log(LOG_WARNING, "%s: client tool %s: %s\n", ast_channel_name(call->chan), parts[1], reason);
 		convai_embed_call_tool_result(call->session, parts[0], reason, 1);

@@ -262,8 +262,9 @@ def set_debug(on: bool) -> None:
 def _follow_host_debug() -> None:
     """"elevenlabs debug on|off" is a flag in the module, read here on the sweep: the CLI
     and reload threads never wait for the GIL to set it."""
-    if _convai_host is not None and _convai_host.debug() != HostLogHandler.debug_all:
-        set_debug(_convai_host.debug())
+    on = _convai_host.debug() if _convai_host is not None else HostLogHandler.debug_all
+    if on != HostLogHandler.debug_all:
+        set_debug(on)
 
 
 def start_call(settings: Mapping[str, str], uplink: int, downlink: int, control: int, clock: int,
@@ -288,17 +289,22 @@ def send_text(channel: str, kind: str, text: str) -> str:
     """AMI ElevenLabsContextualUpdate/ElevenLabsUserMessage, "elevenlabs send": deliver text to
     the live conversation on ``channel`` (``kind``: contextual_update or user_message).
     Returns "" when it was handed to the conversation, else why not (for the operator)."""
-    if _runtime is None:
-        return "the Python runtime is not running"
-    with _runtime.calls_lock:
-        call = next((c for c in _runtime.calls.values() if c.channel == channel), None)
-    if call is None:
-        return f"no ElevenLabs conversation on channel {channel}"
+    call = _live_call(channel=channel)
+    if isinstance(call, str):
+        return call
     return call.send_text(kind, text)
 
 
 def tool_result(channel: str, conversation_id: str, tool_call_id: str, result: str, is_error: bool) -> str:
     """AMI ElevenLabsToolResult: "" when handed to the waiting tool call, else why not."""
+    call = _live_call(channel=channel, conversation_id=conversation_id)
+    if isinstance(call, str):
+        return call
+    return call.ami_tool_result(tool_call_id, result, is_error)
+
+
+def _live_call(channel: str = "", conversation_id: str = "") -> Call | str:
+    """The live call on ``channel`` or with ``conversation_id``, else why there is none."""
     if _runtime is None:
         return "the Python runtime is not running"
     with _runtime.calls_lock:
@@ -306,8 +312,9 @@ def tool_result(channel: str, conversation_id: str, tool_call_id: str, result: s
                      if (channel and c.channel == channel) or (conversation_id and c.conversation_id == conversation_id)),
                     None)
     if call is None:
-        return f"no ElevenLabs conversation on {channel or conversation_id}"
-    return call.ami_tool_result(tool_call_id, result, is_error)
+        return f"no ElevenLabs conversation on channel {channel}" if channel else \
+            f"no ElevenLabs conversation {conversation_id}"
+    return call
 
 
 def describe_calls() -> str:

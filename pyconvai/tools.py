@@ -187,9 +187,7 @@ class Tools:
 
     async def _run_when_played(self, record: list[str]) -> None:
         """The caller hears the agent's words before the tool: run it once they have played."""
-        started = time.monotonic()
-        while not self._downlink.drained and time.monotonic() - started < _PLAY_OUT_CAP_S:
-            await asyncio.sleep(0.02)
+        await self._played_out(time.monotonic() + _PLAY_OUT_CAP_S)
         self._send_control(Control.RUN_TOOL, *record)
 
     def _ami(self, call: ClientToolCalled) -> None:
@@ -214,9 +212,13 @@ class Tools:
         """Let the agent's "I'm putting you through" play, then close: the call moves on."""
         while self._last_agent_audio < answered_at and time.monotonic() - answered_at < TRANSFER_GRACE_S:
             await asyncio.sleep(0.05)
-        while not self._downlink.drained and time.monotonic() - answered_at < TRANSFER_CAP_S:
-            await asyncio.sleep(0.02)
+        await self._played_out(answered_at + TRANSFER_CAP_S)
         self._session.hangup(f"transferred to {destination}")
+
+    async def _played_out(self, deadline: float) -> None:
+        """Until the downlink has played everything it holds, or ``deadline`` (monotonic)."""
+        while not self._downlink.drained and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
 
     def _answer(self, call: ClientToolCalled, result: str, is_error: bool) -> None:
         self._session.answer_client_tool(call.tool_call_id, result, is_error)
