@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import queue
+import re
 import shutil
 import signal
 import socket
@@ -219,6 +220,16 @@ write = all
     def log_text(self) -> str:
         path = self.host_path(self.path("log/full"))
         return path.read_text(errors="replace") if path.exists() else ""
+
+    def wait_for_log_match(self, pattern: str, timeout: float = 10.0) -> re.Match:
+        """The first match of ``pattern`` in the log, once the logger thread has written it
+        (a CLI answer can come back before the line it caused is in the file)."""
+        deadline = time.monotonic() + timeout
+        while not (found := re.search(pattern, self.log_text())):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{pattern!r} not in the Asterisk log within {timeout} s")
+            time.sleep(0.1)
+        return found
 
     def wait_for_log(self, needle: str, timeout: float = 10.0) -> str:
         deadline = time.monotonic() + timeout

@@ -87,13 +87,13 @@ def test_a_key_file_others_can_read_is_warned_about(bed, sim):
     key.write_text(API_KEY)
     key.chmod(0o644)
     b.ast.cli("elevenlabs reload")
-    assert re.search(r"elevenlabs_api_key_file \S+/key can be read by others \(mode 644\)", b.ast.log_text())
+    b.ast.wait_for_log_match(r"elevenlabs_api_key_file \S+/key can be read by others \(mode 644\)")
 
 
 def test_a_clear_text_endpoint_beyond_this_machine_is_refused(make_asterisk):
     ast = make_asterisk({"elevenlabs.conf": "[a]\nelevenlabs_agent_id = x\n"
                          "elevenlabs_get_signed_url_endpoint = http://api.example.com/v1/get-signed-url\n"})
-    assert re.search(r"\[a\] elevenlabs_get_signed_url_endpoint must be an https:// URL", ast.log_text())
+    ast.wait_for_log_match(r"\[a\] elevenlabs_get_signed_url_endpoint must be an https:// URL")
     assert "No configuration loaded" in ast.cli("elevenlabs show agents")
 
 

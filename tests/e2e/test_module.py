@@ -116,7 +116,7 @@ def test_broken_config_at_startup_never_stops_asterisk(make_asterisk, case):
     text, message = BROKEN[case]
     ast = make_asterisk({"elevenlabs.conf": text})
     assert "Running" in ast.cli("module show like elevenlabs")
-    assert re.search(message, ast.log_text()), ast.log_text()[-2000:]
+    ast.wait_for_log_match(message)
     assert "No configuration loaded" in ast.cli("elevenlabs show agents")
     assert "Runtime:         running" in ast.cli("elevenlabs show runtime")
 
@@ -127,7 +127,7 @@ def test_broken_config_on_reload_keeps_the_previous_one(make_asterisk, case):
     ast = make_asterisk({"elevenlabs.conf": AGENTS})
     ast.write_config("elevenlabs.conf", text)
     assert "kept the previous configuration" in ast.cli("elevenlabs reload")
-    assert re.search(message, ast.log_text())
+    ast.wait_for_log_match(message)
     assert set(agent_rows(ast.cli("elevenlabs show agents"))) == {"sales_agent", "support_en"}
 
 
