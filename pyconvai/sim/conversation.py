@@ -259,6 +259,8 @@ class AgentConversation:
         return self._event_id
 
     async def _send(self, msg: dict) -> None:
+        if self.script.hostile_text:
+            msg = messages.with_text_appended(msg, self.script.hostile_text)
         self.record.sent.append((time.monotonic(), msg))
         self._log.write("send", self._cid, message=msg)
         await self.ws.send(orjson.dumps(msg), text=True)
@@ -381,6 +383,7 @@ class AgentConversation:
             return
         self._closing = self._ending = True
         await self._cancel_tasks()
+        reason += self.script.hostile_text
         if error_type is not None:
             await self._send(messages.error(code, error_type, reason or error_type))
         self._log.write("close", self._cid, code=code, reason=reason)

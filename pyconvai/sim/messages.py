@@ -10,6 +10,20 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 
+FIXED_TEXT_KEYS = frozenset({"type", "audio_base_64", "agent_output_audio_format", "user_input_audio_format"})
+"""String fields whose value a client must understand; ``with_text_appended`` leaves them."""
+
+
+def with_text_appended(msg: object, suffix: str, key: str | None = None) -> object:
+    """``msg`` with ``suffix`` appended to every string in it but ``FIXED_TEXT_KEYS``."""
+    if isinstance(msg, dict):
+        return {k: with_text_appended(v, suffix, k) for k, v in msg.items()}
+    if isinstance(msg, list):
+        return [with_text_appended(v, suffix, key) for v in msg]
+    if isinstance(msg, str) and key not in FIXED_TEXT_KEYS:
+        return msg + suffix
+    return msg
+
 
 def metadata(conversation_id: str, output_format: str, input_format: str) -> dict:
     return {

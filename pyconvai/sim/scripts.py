@@ -105,6 +105,14 @@ class AgentScript:
     subtree), plus ``custom_llm_extra_body``; anything else → ``override_error``, close 1008."""
     signed_url_delay_s: float = 0.0
     """Delay before answering a signed-URL request for this agent."""
+    signed_url_refusal: int | None = None
+    """Refuse signed-URL requests for this agent with this HTTP status (an ElevenLabs
+    ``detail`` body whose message carries ``hostile_text``)."""
+
+    hostile_text: str = ""
+    """Appended to every text field the agent sends (transcripts, conversation and tool
+    ids, tool names and parameters, error messages, the close reason) but the message
+    types, audio and audio formats: a server that tests the client's sanitising."""
 
     def __post_init__(self) -> None:
         audio.parse_format(self.output_format)

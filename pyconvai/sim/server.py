@@ -294,6 +294,9 @@ class Simulator:
         if script is None:
             return 404, {"detail": {"status": "agent_not_found", "message": "Agent not found"}}
         await asyncio.sleep(script.signed_url_delay_s)
+        if script.signed_url_refusal is not None:
+            return script.signed_url_refusal, {"detail": {"status": "refused" + script.hostile_text,
+                                                          "message": "Refused" + script.hostile_text}}
         signature = secrets.token_urlsafe(24)
         self._signatures[signature] = (agent_id, time.monotonic())
         query = urlencode({"agent_id": agent_id, "conversation_signature": signature})

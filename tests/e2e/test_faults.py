@@ -3,27 +3,36 @@ every call ends with a status, and nothing from the network forges a header or a
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import threading
+import time
 
 import pytest
 
 from pyconvai.sim import AgentScript
 from tests.e2e.calls import API_KEY, tone_frames
 
+FLOOD_SECONDS = int(os.environ.get("CONVAI_FLOOD_SECONDS", "300"))
+"""How long the flood test's agent sends 10x real time (the issue asks for 5 minutes)."""
+HOSTILE = "\r\nEvent: Hangup\r\nChannel: SIP/victim-0001\x00" + "y" * (1 << 20)
+"""Appended to every text field a hostile agent sends: AMI header and log line injection, a
+NUL for C strings, and 1 MiB."""
 ULAW = {"output_format": "ulaw_8000", "input_format": "ulaw_8000"}
 SCRIPTS = {
     "agent_greeting": AgentScript(**ULAW, greeting_ms=2000),
     "agent_long_greeting": AgentScript(**ULAW, greeting_ms=20000, vad_threshold=1e9),
     "agent_bad_id": AgentScript(**ULAW, greeting_ms=8000, reply_ms=1500, vad_scores=True,
                                 interruption_event_id=2**53),
-    "agent_injects": AgentScript(
-        **ULAW, greeting_ms=500, close_after_s=1.0, close_code=1011,
-        greeting_text="hello\r\nEvent: Hangup\r\nChannel: SIP/victim-0001\x00" + "y" * (1 << 20),
-        close_reason="bad\r\nEvent: Hangup\r\nCause: 16\x00"),
+    "agent_hostile": AgentScript(
+        **ULAW, greeting_ms=6000, reply_ms=500, client_tool_name="crm_lookup",
+        client_tool_parameters={"account": "A-1", "note": HOSTILE}, close_after_s=5.0, close_code=1011,
+        close_reason="bad", hostile_text=HOSTILE),
+    "agent_hostile_url": AgentScript(**ULAW, signed_url_refusal=403, hostile_text=HOSTILE),
     "agent_narrow_in": AgentScript(output_format="pcm_16000", input_format="ulaw_8000", greeting_ms=1000),
-    "agent_flood": AgentScript(**ULAW, greeting_ms=120_000, send_speed=10.0, ping_interval_s=0.005),
+    "agent_flood": AgentScript(**ULAW, greeting_ms=(FLOOD_SECONDS + 10) * 10_000, send_speed=10.0,
+                               ping_interval_s=0.005),
 }
 
 
@@ -97,20 +106,45 @@ def test_a_clear_text_endpoint_beyond_this_machine_is_refused(make_asterisk):
     assert "No configuration loaded" in ast.cli("elevenlabs show agents")
 
 
+def assert_one_line_each(events: list[dict]) -> None:
+    """No header of these AMI events was forged, and each value is one bounded line."""
+    for event in events:
+        assert not event["Event"].startswith("Hangup") and "Cause" not in event, event.keys()
+        for key, value in event.items():
+            if key.startswith("_"):  # the test client's own (arrival time)
+                continue
+            assert not set(value) & {"\r", "\n", "\x00"} and len(value) <= 2000, value[:200]
+
+
 def test_server_text_cannot_forge_ami_headers_variables_or_log_lines(bed, sim):
-    b = bed({"inject": {"elevenlabs_agent_id": "agent_injects"}})
-    b.call("inject", "caller-i1-10")
+    """CR/LF/NUL and 1 MiB in every text field the agent sends (conversation id, transcripts,
+    correction, tool name, call id and parameters, error message, close reason) and in the
+    signed-URL endpoint's error body."""
+    b = bed({"hostile": {"elevenlabs_agent_id": "agent_hostile", "client_tools_via_ami": "yes"},
+             "refused": {"elevenlabs_agent_id": "agent_hostile_url", "max_connection_attempts": 1}})
+    b.call("hostile", "talk-h1-2-speak1k-6")
     result = b.result()
     assert result["Status"] == "FAILED"
-    assert "bad Event: Hangup Cause: 16" in result["Reason"]  # one line, the text kept
-    ended = b.event("ElevenLabsConversationEnded")
-    assert "\r" not in ended["Reason"] and "\x00" not in ended["Reason"]
-    transcripts = b.events("ElevenLabsTranscript")
-    assert transcripts and all(len(t["Text"]) <= 2000 for t in transcripts)
+    assert "1011: unknown Event: Hangup Channel: SIP/victim-0001 yyy" in result["Reason"]  # kept, on one line
+    record = sim.wait_for_conversations(1)[0]
+    assert record.interruptions and record.sent_of_type("agent_response_correction")
+    assert result["Conversation"].startswith(f"{record.conversation_id} Event: Hangup Channel: SIP/victim-0001 yyy")
+    ours = [e for e in b.ami.events if e.get("Event", "").startswith("ElevenLabs")]
+    kinds = {e["Event"] for e in ours}
+    assert {"ElevenLabsConversationStarted", "ElevenLabsTranscript", "ElevenLabsToolCall",
+            "ElevenLabsConversationEnded"} <= kinds, kinds
+    assert_one_line_each(ours + b.events("UserEvent"))
+
+    b.call("refused", "caller-h2-3")
+    refused = b.event("UserEvent", index=1, UserEvent="ConvaiResult", Where="dialplan")
+    assert refused["Status"] == "FAILED" and "HTTP 403" in refused["Reason"], refused
+    assert_one_line_each(b.events("UserEvent"))
+
     assert not [e for e in b.events("Hangup") if e.get("Channel", "").startswith("SIP/victim")]
-    assert "Cause" not in ended and "Cause" not in result
-    ours = [line for line in b.ast.log_text().splitlines() if "inject" in line or "agent_injects" in line]
-    assert ours and all(len(line) < 2300 for line in ours)
+    lines = b.ast.log_text().splitlines()
+    assert not [line for line in lines if line.startswith(("Event:", "Channel: SIP/victim"))]
+    assert [line for line in lines if "yyyy" in line]
+    assert all(len(line) < 2300 for line in lines if "yyyy" in line)
     assert_healthy(b)
 
 
@@ -129,21 +163,28 @@ def test_an_interruption_id_from_nowhere_does_not_silence_the_call(bed, sim):
 
 
 def test_audio_and_pings_far_faster_than_real_time_stay_bounded(bed, sim):
-    """The agent sends 10x real time and pings every 5 ms: in 15 s it has sent 150 s of audio.
-    The call holds at most MAX_QUEUED_MS of it (oldest dropped and counted), answers the
-    pings, and ends cleanly."""
+    """For FLOOD_SECONDS (5 minutes) the agent sends 10x real time and pings every 5 ms. The
+    call holds at most MAX_QUEUED_MS of audio (the oldest dropped and counted), so Asterisk's
+    memory stops growing once that much is held; the pings are answered; the call ends cleanly."""
     b = bed({"flood": {"elevenlabs_agent_id": "agent_flood"}})
-    b.call("flood", "caller-x1-15")
+    b.call("flood", f"caller-x1-{FLOOD_SECONDS}")
     b.event("ElevenLabsConversationStarted")
-    before = b.ast.process_stats()
-    assert b.result(timeout=60)["Status"] == "CALLER_HANGUP"
+    before = b.ast.process_stats()["rss_kib"]
+    rss_kib = []
+    while not b.events("UserEvent"):
+        rss_kib.append(b.ast.process_stats()["rss_kib"])
+        time.sleep(1)
+    assert b.result()["Status"] == "CALLER_HANGUP"
     stats = b.stats()
     assert int(stats["AgentAudioDroppedFrames"]) > 0
     assert "dropping the oldest" in b.ast.log_text()
     record = sim.wait_for_conversations(1)[0]
-    assert len(record.pongs) > 500 and record.close_code == 1000
-    # 150 s of μ-law is 1.2 MB, more as Python frames; the cap holds 60 s.
-    assert b.ast.process_stats()["rss_kib"] - before["rss_kib"] < 8 * 1024
+    assert len(record.pongs) > FLOOD_SECONDS * 30 and record.close_code == 1000
+    # The cap (60 s of μ-law is 480 KB, more as Python frames) is reached in 6 s at 10x;
+    # from then on, minutes more of flooding must not grow the process.
+    assert max(rss_kib) - before < 8 * 1024, (before, rss_kib)
+    settled = rss_kib[len(rss_kib) // 4:]
+    assert max(settled) - settled[0] < 2 * 1024, (before, rss_kib[::10])
     assert_healthy(b)
 
 

@@ -190,6 +190,64 @@ def test_a_venv_of_another_wire_version_is_refused_with_the_fix(make_asterisk):
     assert "Runtime:         running" in ast.cli("elevenlabs show runtime")
 
 
+GIL_HOLDER = """
+
+def _hold_the_gil_until_released(fifo: str, marker: str) -> None:
+    # Test only: read(2) called through ctypes.PyDLL keeps the GIL for as long as it blocks.
+    import ctypes
+    import os
+    import threading
+    fd = os.open(fifo, os.O_RDWR)
+    os.read(fd, 1)  # the test's go (the GIL released while waiting, as usual)
+    with open(marker, "w") as out:
+        out.write(str(threading.get_native_id()))
+    ctypes.PyDLL(None).read(fd, ctypes.create_string_buffer(1), 1)
+    os.replace(marker, marker + ".released")
+
+
+import threading as _threading
+_threading.Thread(target=_hold_the_gil_until_released, args=({fifo!r}, {marker!r}), daemon=True).start()
+"""
+
+
+def test_module_commands_and_metrics_never_wait_for_the_gil(make_asterisk):
+    """A runtime that holds the GIL (a stuck call, a long garbage collection) must not stall
+    'elevenlabs show metrics' (res_prometheus' scrape runs the same code under its lock),
+    'elevenlabs debug', 'elevenlabs reload' or 'module reload' (the loader's locks)."""
+    import os
+    import shutil
+    import time
+
+    ast = make_asterisk(start=False)
+    venv, fifo, marker = (ast.path("lib") + name for name in ("/venv-gil", "/gil.fifo", "/gil.holder"))
+    shutil.copytree(ast.host_path("/opt/app_elevenlabs_convai/venv"), ast.host_path(venv), symlinks=True)
+    (runtime,) = ast.host_path(venv).glob("lib/python3*/site-packages/pyconvai/runtime.py")
+    runtime.write_text(runtime.read_text() + GIL_HOLDER.format(fifo=fifo, marker=marker))
+    os.mkfifo(ast.host_path(fifo))
+    ast.write_config("elevenlabs.conf", f"[general]\npython_venv = {venv}\n" + AGENTS.replace("[general]\n", ""))
+    ast.start()
+    with open(ast.host_path(fifo), "wb", buffering=0) as go:
+        go.write(b"g")
+    holder = ast.host_path(marker)
+    while not holder.exists() or not holder.read_text():
+        time.sleep(0.05)
+    syscall = f"/proc/{ast.process.pid}/task/{holder.read_text()}/syscall"
+    while not open(syscall).read().startswith("0 "):  # blocked in read(2), the GIL held
+        time.sleep(0.05)
+
+    assert "asterisk_elevenlabs_calls_total" in ast.cli("elevenlabs show metrics")
+    assert "enabled" in ast.cli("elevenlabs debug on").lower()
+    assert "reloaded" in ast.cli("elevenlabs reload")
+    ast.cli("module reload app_elevenlabs_convai")
+    assert "sales" in ast.cli("elevenlabs show agents")
+    assert open(syscall).read().startswith("0 ") and holder.exists(), "the GIL was released meanwhile"
+
+    with open(ast.host_path(fifo), "wb") as release:
+        release.write(b"x")
+    assert "Runtime:         running" in ast.cli("elevenlabs show runtime")  # takes the GIL
+    assert "Running" in ast.cli("module show like elevenlabs")
+
+
 def test_secrets_stay_hidden_in_the_cli(make_asterisk):
     ast = make_asterisk({"elevenlabs.conf": "[short]\nelevenlabs_agent_id = a\nelevenlabs_api_key = sk_0123456789ab\n"
                          "dynamic_variable = secret__token=abc123XYZ\ndynamic_variable = tier=gold\n"})
