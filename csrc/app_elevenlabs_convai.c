@@ -64,13 +64,22 @@
 #define CONVAI_MAX_FRAME_BYTES 1920
 /*! Frames written at most per timer tick when catching up after a late tick. */
 #define CONVAI_MAX_CATCHUP_FRAMES 3
-/*! Two seconds of the largest format, caller -> Python. */
-#define CONVAI_UPLINK_BYTES (64 * 1024 * 4)
-/*! Python keeps 500 ms queued here: 48000 bytes at 48 kHz, the largest format. */
-#define CONVAI_DOWNLINK_BYTES (64 * 1024)
+/*
+ * Ring sizes. A ring costs the pages it has cycled through, i.e. all of it after a
+ * while: sized to what each carries, not more (they were most of a call's memory).
+ */
+/*! Caller -> Python: 8 s of μ-law, 2 s at 16 kHz, 680 ms at 48 kHz; Python takes audio
+ * at least every quarter of it (UPLINK_NOTIFY_MAX in pyconvai/call.py), so long
+ * chunks of wide formats are gathered in Python. */
+#define CONVAI_UPLINK_BYTES (64 * 1024)
+/*! Python keeps up to 500 ms here: 4000 bytes for μ-law, 16000 at 16 kHz (at 48 kHz the
+ * lead is what fits, 340 ms). */
+#define CONVAI_DOWNLINK_BYTES (32 * 1024)
+/*! Rare, short records (a tool result is at most CONVAI_CONTROL_MAX_PAYLOAD). */
 #define CONVAI_CONTROL_BYTES (64 * 1024)
-/*! Clock records of about 20 s of frames; Python drains them on every uplink chunk, at least every 100 ms. */
-#define CONVAI_CLOCK_BYTES (64 * 1024)
+/*! About 6 s of records (100 a second): Python drains them on every uplink chunk and on
+ * its sweep, at least once a second. */
+#define CONVAI_CLOCK_BYTES (16 * 1024)
 /*! How long Python may stay silent after start before the call is failed. */
 #define CONVAI_STARTUP_GRACE_SECONDS 5
 #define CONVAI_SHUTDOWN_TIMEOUT_MS 3000
@@ -261,6 +270,12 @@ static struct ast_format *convai_format_by_name(const char *name)
 
 /* The call loop and its helpers: channel thread, channel NOT locked unless stated. */
 
+void convai_clock_now(struct convai_call *call, enum convai_clock_kind kind, uint64_t position)
+{
+	convai_clock(call->clock, kind, position);
+	convai_ring_wake(call->uplink);
+}
+
 void convai_call_end(struct convai_call *call, enum convai_status status, const char *reason)
 {
 	if (call->ended) {
@@ -397,7 +412,7 @@ static void convai_handle_control(struct convai_call *call)
 			convai_send_dtmf(call, parts[0]);
 			break;
 		case CONVAI_CONTROL_TRANSFER_CHECK:
-			convai_clock(call->clock, CONVAI_CLOCK_TRANSFER_CHECKED, convai_transfer_exists(call, parts[0]));
+			convai_clock_now(call, CONVAI_CLOCK_TRANSFER_CHECKED, convai_transfer_exists(call, parts[0]));
 			break;
 		case CONVAI_CONTROL_RUN_TOOL:
 			convai_run_tool(call, payload, len);
@@ -547,7 +562,7 @@ static void convai_call_run(struct convai_call *call)
 				break;
 			}
 			if (frame->frametype == AST_FRAME_DTMF_END) {
-				convai_clock(call->clock, CONVAI_CLOCK_DTMF, (unsigned char) frame->subclass.integer);
+				convai_clock_now(call, CONVAI_CLOCK_DTMF, (unsigned char) frame->subclass.integer);
 			}
 			ast_frfree(frame);
 			if (convai_capture_untranslatable(call->capture)) {

@@ -307,6 +307,13 @@ int convai_capture_untranslatable(const struct convai_capture *capture);
 /*! \brief Tell Python when something happened to the audio (any thread, never blocks). */
 void convai_clock(struct convai_ring *clock, enum convai_clock_kind kind, uint64_t position);
 
+/*!
+ * \brief Tell Python something it must act on at once (a key, an answer): the record,
+ * then the uplink's doorbell, which wakes Python's reader (records about audio wait
+ * for the next chunk or the sweep). Channel thread.
+ */
+void convai_clock_now(struct convai_call *call, enum convai_clock_kind kind, uint64_t position);
+
 /* convai_manager.c: AMI session threads. */
 
 /*! \brief Register the AMI actions (with no module, as the application). */

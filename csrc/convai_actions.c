@@ -97,7 +97,7 @@ void convai_send_dtmf(struct convai_call *call, const char *digits)
 	convai_stop_connecting_sound(call);
 	res = ast_dtmf_stream(call->chan, NULL, digits, 250, 0);
 	ast_debug(3, "%s: sent DTMF '%s' for the agent (%d)\n", ast_channel_name(call->chan), digits, res);
-	convai_clock(call->clock, CONVAI_CLOCK_DTMF_SENT, res ? 0 : strlen(digits));
+	convai_clock_now(call, CONVAI_CLOCK_DTMF_SENT, res ? 0 : strlen(digits));
 	call->playing = 0; /* the pause is not a backlog: start the deadlines again */
 }
 

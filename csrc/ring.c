@@ -305,6 +305,13 @@ int convai_ring_doorbell(const struct convai_ring *ring)
 	return ring->doorbell;
 }
 
+void convai_ring_wake(struct convai_ring *ring)
+{
+	if (ring->doorbell >= 0) {
+		eventfd_write(ring->doorbell, 1);
+	}
+}
+
 void convai_ring_notify_at(struct convai_ring *ring, size_t level)
 {
 	atomic_store_explicit(&ring->notify_level, level ? level : 1, memory_order_release);

@@ -114,4 +114,7 @@ int convai_ring_doorbell(const struct convai_ring *ring);
  */
 void convai_ring_notify_at(struct convai_ring *ring, size_t level);
 
+/*! \brief Ring the doorbell now, whatever the level (any thread, never blocks). */
+void convai_ring_wake(struct convai_ring *ring);
+
 #endif /* CONVAI_RING_H */

@@ -52,6 +52,12 @@ from .wire import FRAME_MS, Control, control_record, one_line
 
 log = logging.getLogger("pyconvai.call")
 
+#: The runtime pumps a call whose doorbell is armed at least this often (clock records).
+SWEPT_EVERY_SECONDS = 1.0
+#: The uplink's doorbell rings at most a quarter of the ring's size in: a long chunk of a
+#: wide format (1 s of 48 kHz is more than the ring) is gathered in Python.
+UPLINK_NOTIFY_FRACTION = 4
+
 #: Longest play-out of queued audio after the agent ended the call, beyond its length.
 DRAIN_SLACK_SECONDS = 1.0
 
@@ -90,6 +96,9 @@ class Call:
         # Our own descriptors: the module may close its copies before we are done.
         self.wake_fd = os.dup(wake_fd)
         self.doorbell_fd = os.dup(self.uplink.doorbell) if self.uplink.doorbell >= 0 else -1
+        self._uplink_notify_max = self.uplink.capacity // UPLINK_NOTIFY_FRACTION
+        self._pumped_at = 0.0
+        self._doorbell_armed = False
         self._schedule = schedule  # run a callable on the asyncio thread
         self._forget = forget
         self._manager_event = manager_event
@@ -171,6 +180,14 @@ class Call:
         if not self.finished:
             self._finish(SessionEnded(EndStatus.FAILED, reason, self.conversation_id))
 
+    def sweep(self) -> None:
+        """The runtime's periodic visit (every SWEEP_SECONDS): pump a call whose doorbell is
+        armed only when nothing rang it for SWEPT_EVERY_SECONDS (its clock records about
+        audio can wait: the ring holds seconds of them; keys and answers ring it); any
+        other (connecting, or no eventfd) every time."""
+        if not self._doorbell_armed or time.monotonic() - self._pumped_at >= SWEPT_EVERY_SECONDS:
+            self.pump()
+
     def pump(self) -> None:
         """Caller audio into the session; the module's clock records into the stats.
 
@@ -185,11 +202,15 @@ class Call:
                     self.session.feed_caller_audio(data)
                     data = self.uplink.pop()
                 wanted = self.session.caller_bytes_wanted
+                if wanted is not None:
+                    # A long chunk of a wide format is gathered here, not in the ring.
+                    wanted = min(wanted, self._uplink_notify_max)
                 self.uplink.notify_at(wanted)
+                self._doorbell_armed = wanted is not None and self.doorbell_fd >= 0
                 # Reached before the level was set: no ring will come for it.
                 if wanted is None or self.uplink.used < wanted:
                     break
-        now = time.monotonic()
+        now = self._pumped_at = time.monotonic()
         for kind, position, at in self.stats.records(self.clock.pop()):
             if self.tools is not None:
                 self.tools.record(kind, position, at)

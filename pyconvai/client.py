@@ -49,6 +49,7 @@ __all__ = [
     "public_url",
     "redact_url",
     "set_wire_debug",
+    "warm_up",
 ]
 
 log = logging.getLogger("pyconvai.client")
@@ -296,6 +297,37 @@ async def open_connection(
             if not failure.retryable:
                 break
     raise failure
+
+
+async def warm_up() -> None:
+    """Do once, at load, what the first call would do once (the HTTP and WebSocket
+    clients' lazy imports, first buffers and this thread's allocator arena), so that
+    the first call costs what the others do: one signed-URL request and one handshake
+    against a throwaway server on 127.0.0.1, closed with 1000."""
+    from http import HTTPStatus
+
+    from websockets.asyncio.server import serve
+
+    port = 0
+
+    def answer(connection, request):  # noqa: ANN001, ANN202 - websockets' callback
+        if request.path.startswith("/signed-url"):
+            return connection.respond(HTTPStatus.OK, orjson.dumps({"signed_url": f"ws://127.0.0.1:{port}/"}).decode())
+        return None
+
+    async def close_at_once(ws) -> None:  # noqa: ANN001
+        await ws.close(1000)
+
+    async with serve(close_at_once, "127.0.0.1", 0, process_request=answer, compression=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        conn = await open_connection(agent_id="warm-up", api_key="warm-up",
+                                     signed_url_endpoint=f"http://127.0.0.1:{port}/signed-url",
+                                     timeout=5.0, attempts=1)
+        try:
+            await conn.recv()
+        except ConnectionEnded:
+            pass
+        await conn.close()
 
 
 class Connection:

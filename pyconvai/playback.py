@@ -240,6 +240,7 @@ class Downlink:
         self._lock = threading.Lock()  # the queue and the ring's producer side
         self._queue = PlaybackQueue(logger)
         self._frame_bytes = 0
+        self._lead = frames_ahead
         self._fed = False  # the last tick found the ring fed (frames there, or moved)
         self._flushed = False  # interrupted since the last tick
         self.underruns = 0
@@ -251,6 +252,8 @@ class Downlink:
         with self._lock:
             self._queue.configure(fmt)
             self._frame_bytes = fmt.frame_bytes(FRAME_MS)
+            # At 48 kHz the ring holds less than FRAMES_AHEAD: lead by what fits.
+            self._lead = min(self._frames_ahead, self._ring.capacity // self._frame_bytes - 1)
             self._top_up()
 
     def add(self, audio: bytes, event_id: int | None) -> Added:
@@ -290,7 +293,7 @@ class Downlink:
     # playback thread
 
     def tick(self) -> None:
-        """Keep the ring FRAMES_AHEAD frames ahead; count underruns.
+        """Keep the ring FRAMES_AHEAD frames ahead (or what fits); count underruns.
 
         An underrun: the ring ran dry while audio waited here, and it had been fed
         since the last flush. After a flush the ring is empty by design.
@@ -341,9 +344,9 @@ class Downlink:
         if not self._frame_bytes:
             return 0, 0
         ahead = self._ring.used // self._frame_bytes
-        if ahead >= self._frames_ahead:
+        if ahead >= self._lead:
             return ahead, 0
-        moved = self._queue.transfer(self._ring.push, self._frames_ahead - ahead)
+        moved = self._queue.transfer(self._ring.push, self._lead - ahead)
         if moved and not ahead:
             self._wake()
         return ahead, moved

@@ -100,6 +100,10 @@ class Ring:
         """Consumer: ring the doorbell once ``level`` bytes are queued (None: never)."""
         lib.convai_ring_notify_at(self._ring, _NEVER if level is None else level)
 
+    def wake(self) -> None:
+        """Ring the doorbell now, whatever the level (the module does this after a key or an answer)."""
+        lib.convai_ring_wake(self._ring)
+
     def discard(self) -> int:
         """Producer: drop everything queued now (barge-in); returns bytes dropped."""
         return lib.convai_ring_discard(self._ring)

@@ -77,6 +77,7 @@ class Tools:
         self._ami_waiting: dict[str, tuple[ClientToolCalled, asyncio.TimerHandle]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_agent_audio = 0.0
+        self._keys_timer: asyncio.TimerHandle | None = None
         self.transfer_to: str | None = None  # set once the call is being handed over
 
     # --- inputs (asyncio thread) -----------------------------------------------
@@ -115,6 +116,10 @@ class Tools:
         """A clock record that is not about audio (see csrc/convai_wire.h)."""
         if kind == ClockKind.DTMF:
             self._tell_agent(self.keys.press(chr(position & 0x7F), at))
+            if self._keys_timer is not None:
+                self._keys_timer.cancel()
+            # The entry ends after a pause: checked then, not by polling.
+            self._keys_timer = asyncio.get_running_loop().call_later(self.keys.timeout, self._keys_paused)
         elif kind == ClockKind.DTMF_SENT and self._keypad_waiting:
             call = self._keypad_waiting.popleft()
             sent = keypad_tones(call.parameters.get("dtmf_tones"))
@@ -135,8 +140,12 @@ class Tools:
     def agent_audio(self, at: float) -> None:
         self._last_agent_audio = at
 
+    def _keys_paused(self) -> None:
+        self._keys_timer = None  # no Tools <-> handle cycle to outlive the call
+        self.tick(time.monotonic())
+
     def tick(self, now: float) -> None:
-        """On every pump: keys the caller stopped pressing go to the agent."""
+        """Keys the caller stopped pressing go to the agent (a pause after a key, and every pump)."""
         self._tell_agent(self.keys.due(now))
 
     def cancel(self) -> None:
@@ -144,6 +153,8 @@ class Tools:
         if self._handing_over is not None:
             self._handing_over.cancel()
             self._handing_over = None
+        if self._keys_timer is not None:
+            self._keys_timer.cancel()
         for task in list(self._tasks):
             task.cancel()
         for _, timer in self._ami_waiting.values():

@@ -5,6 +5,7 @@ Environment (defaults: the full issue, about 30 minutes on 2 cores):
   BENCH_QUICK=1               a short run (minutes): fewer calls, levels 1,20,50, 200 soak calls
   BENCH_LEVELS=1,50,100,150,200,400
   BENCH_WINDOW_S=30           steady window at each capacity level
+  BENCH_PROFILE_LEVEL=100     py-spy (GIL holder) for 15 s after that level's window (0: never)
   BENCH_RAMP_RATE=20          calls originated per second
   BENCH_SINGLE_CALLS=6        one-call-at-a-time calls (each BENCH_SINGLE_SECONDS=48)
   BENCH_SOAK_CALLS=2000       soak calls (BENCH_SOAK_CONCURRENCY=10 at a time)
@@ -39,7 +40,7 @@ REPO = Path(__file__).resolve().parents[2]
 def settings_from_env() -> Settings:
     cfg = Settings()
     if os.environ.get("BENCH_QUICK"):
-        cfg = replace(cfg, single_calls=2, single_seconds=20.0, uplink240_calls=1, levels=(1, 20, 50),
+        cfg = replace(cfg, single_calls=2, single_seconds=20.0, uplink240_calls=1, levels=(1, 20, 50), profile_level=50,
                       window_s=10.0, warmup_s=3.0, recorded_per_level=2, soak_calls=200, soak_checkpoint=50)
     env = os.environ.get
     if env("BENCH_LEVELS"):
@@ -47,7 +48,7 @@ def settings_from_env() -> Settings:
     for name, field_name, kind in (
         ("BENCH_WINDOW_S", "window_s", float), ("BENCH_RAMP_RATE", "ramp_rate", float),
         ("BENCH_SINGLE_CALLS", "single_calls", int), ("BENCH_SINGLE_SECONDS", "single_seconds", float),
-        ("BENCH_SOAK_CALLS", "soak_calls", int), ("BENCH_SOAK_CONCURRENCY", "soak_concurrency", int),
+        ("BENCH_SOAK_CALLS", "soak_calls", int), ("BENCH_PROFILE_LEVEL", "profile_level", int), ("BENCH_SOAK_CONCURRENCY", "soak_concurrency", int),
     ):
         if env(name):
             cfg = replace(cfg, **{field_name: kind(env(name))})

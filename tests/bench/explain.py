@@ -4,6 +4,7 @@ meet it. Every number quoted here comes from the figures of the run being report
 from __future__ import annotations
 
 from .figures import fmt
+from .report import BARS, _thread_name
 from .scenarios import (
     CALLER_WAIT_S,
     CONNECT_ALLOWANCE_S,
@@ -177,26 +178,48 @@ def explanations(out: dict) -> list[str]:
 
     for lv in out["levels"]:
         value = lv.per_call.get("rss_over_floor_kib")
-        if value is None or value <= 1024 or lv.mod.get("calls_up", lv.level) < lv.level:
+        bar = BARS["rss_per_call_kib"]
+        if value is None or value <= bar or lv.mod.get("calls_up", lv.level) < lv.level:
             continue
         m = lv.mod
         add(f"### RSS per call over the floor at {lv.level} call{'s' if lv.level > 1 else ''}: "
-            f"{value / 1024:.2f} MiB, {value / 1024 - 1:.2f} MiB over the bar")
+            f"{value / 1024:.2f} MiB, {(value - bar) / 1024:.2f} MiB over the bar")
         add("")
         add(f"- {fmt(m.get('rss_mib'), 1)} MiB in the window against the idle Asterisk before the first call "
             f"({fmt(m.get('idle_rss_mib'), 1)} MiB); after the calls ended {fmt(m.get('after_rss_mib'), 1)} MiB "
-            "stayed. Per call: 448 KiB of rings (uplink 256 KiB, downlink, control and clock 64 KiB each), the "
-            "Python session, the WebSocket and its buffers, the agent audio queued ahead (sent 4x faster than "
-            "real time)." + (" With one call, what the first call builds once (malloc arenas of new threads, "
-                               "the HTTP client's state) weighs on the figure; it falls with N (capacity table)."
-                               if lv.level == 1 else ""))
-        if lv.level == 1:
-            add("- What would meet it: do at load what the first call does once (the lazy imports of the HTTP "
-                "and WebSocket clients, a first client), so that the first call costs what the next ones do; "
-                "the memory then shows in the idle figure instead.")
-        else:
-            add("- What would meet it: rings sized for the negotiated format (the uplink ring holds 32 s of "
-                "μ-law) and fewer frames queued ahead in Python.")
+            "stayed. Per call: 112 KiB of rings once they have cycled (uplink 64 KiB, downlink 32, clock 16; the "
+            "control ring's rare records touch few of its pages), the Python session, the WebSocket and its "
+            "buffers, the agent audio queued ahead (sent 4x faster than real time)."
+            + (" With one call, what the first call still builds once (the channel threads' malloc arenas) "
+               "weighs on the figure; it falls with N (capacity table)." if lv.level == 1 else ""))
+        add("- What would meet it: a lighter WebSocket client (websockets' Sans-I/O protocol on a bare "
+            "`asyncio.Protocol`: no reader buffers and message assembler per call), and agent audio queued "
+            "as one buffer per response rather than one bytes object per 20 ms frame.")
+        add("")
+
+    for row in rows:
+        if not row["bar"].startswith("Extra CPU per call") or not row.get("miss"):
+            continue
+        level = int(row["bar"].rsplit(" at ", 1)[1].split()[0])
+        lv = next(lv for lv in out["levels"] if lv.level == level)
+        pc, m = lv.per_call, lv.mod
+        threads = {_thread_name(comm): cpu for _tid, comm, cpu in m.get("top_threads", [])}
+        asyncio_cpu = threads.get("pyconvai-asyncio")
+        add(f"### Extra CPU per call at {level} calls: {row['value']} the floor's (bar ≤ "
+            f"{BARS['cpu_extra_per_floor']:g}x)")
+        add("")
+        add(f"- Per call {fmt(pc.get('mod_cpu_per_call'), 3)} % of a core with the module against "
+            f"{fmt(pc.get('floor_cpu_per_call'), 3)} % for the floor's `Playback`: "
+            f"{fmt(pc.get('cpu_over_floor'), 3)} % more."
+            + (f" The runtime's asyncio thread alone takes {asyncio_cpu:.1f} % of a core "
+               f"({asyncio_cpu / level:.3f} % per call): the WebSocket reads and writes, JSON and base64 of "
+               "every message, the doorbell's wake-ups, queueing the agent's frames." if asyncio_cpu else ""))
+        add("- Where its Python time goes: the profile below the capacity table (py-spy, GIL holder only).")
+        add("- What would meet it: fewer Python operations per message. websockets' Sans-I/O protocol driven "
+            "from a bare `asyncio.Protocol` (no assembler, futures and context managers per message, and caller "
+            "audio written from the doorbell's callback with no task switch); `audio` messages parsed and "
+            "decoded into the playback queue in C; the per-frame clock records aggregated in C on the "
+            "channel thread, Python reading a summary.")
         add("")
 
     s, f = out["soak"], out["soak_floor"]

@@ -204,6 +204,9 @@ def per_call(level: Level) -> dict:
         out["floor_cpu_per_call"] = (f["cpu"] - f.get("idle_cpu", 0.0)) / nf
     if "mod_cpu_per_call" in out and "floor_cpu_per_call" in out:
         out["cpu_over_floor"] = out["mod_cpu_per_call"] - out["floor_cpu_per_call"]
+        if out["floor_cpu_per_call"] > 0:
+            # The figure issue 15 sets its goal in: the module's extra per call in floors.
+            out["cpu_extra_per_floor"] = out["cpu_over_floor"] / out["floor_cpu_per_call"]
     return out
 
 

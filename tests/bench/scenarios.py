@@ -27,6 +27,7 @@ from .bed import (
     proc_sample,
     ulaw_tone,
 )
+from .profile import profile
 from .simproc import ConvSummary, SimProcess, wait_until
 
 ULAW = {"output_format": "ulaw_8000", "input_format": "ulaw_8000"}
@@ -85,6 +86,7 @@ class RunResult:
     rec_checks: list[RecordingCheck] = field(default_factory=list)
     channels_in_window: tuple[int, int] | None = None
     memory: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    profile: dict | None = None  # tests/bench/profile.py, after the window
     floor_heard: dict = field(default_factory=dict)
     originated_at: float | None = None
 
@@ -297,6 +299,8 @@ class Settings:
     ramp_rate: float = 20.0  # calls originated per second
     warmup_s: float = 5.0
     window_s: float = 30.0
+    profile_level: int = 100  # py-spy after the window at this level (0: never)
+    profile_s: float = 15.0
     recorded_per_level: int = 4
     floor: bool = True
     soak_calls: int = 2000
@@ -357,6 +361,9 @@ def run_level(root: Path, moddir: str, out_dir: Path, level: int, with_module: b
         channels_before = run.ast.channel_count()
         run.measure_window(cfg.window_s)
         r.channels_in_window = (channels_before, run.ast.channel_count())
+        if with_module and level == cfg.profile_level:
+            log(f"  {name}: profiling the runtime for {cfg.profile_s:g} s (py-spy, GIL holder only)")
+            r.profile = profile(root, run.ast.pid, cfg.profile_s)
         run.ast.cli("channel request hangup all")
         if with_module and not run.wait_finished(level, 120):
             r.errors.append(f"only {run.finished()} of {level} calls published their figures")

@@ -42,6 +42,7 @@ def test_embedded_python_imports_everything(make_asterisk):
         line = next(l for l in out.splitlines() if l.startswith(f"Module {module}:"))
         assert line.split(":", 1)[1].strip().startswith("ok"), line
     assert "Thread pyconvai-asyncio: running" in out.replace(":running", ": running")
+    assert "Event loop:      uvloop.Loop" in out  # a dependency, installed by make install
     assert "OpenSSL" in out
 
 

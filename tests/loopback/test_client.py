@@ -217,3 +217,24 @@ def test_tls_is_verified_against_one_shared_system_context(make_sim, tmp_path):
     assert "CERTIFICATE_VERIFY_FAILED" in failed.value.reason, failed.value.reason
     trusted = ssl.create_default_context(cafile=cert)  # the administrator's own CA: still verifying
     assert asyncio.run(main(ssl_context=trusted))["type"] == "conversation_initiation_metadata"
+
+
+def test_the_warm_up_connection_runs_the_client_and_leaves_nothing_open(caplog):
+    """At load the runtime does once what the first call would (client.warm_up)."""
+    import os
+
+    from pyconvai import client
+
+    def open_sockets() -> int:
+        return sum(os.readlink(f"/proc/self/fd/{fd}").startswith("socket:") for fd in os.listdir("/proc/self/fd")
+                   if os.path.exists(f"/proc/self/fd/{fd}"))
+
+    async def main() -> set:
+        before = open_sockets()
+        await client.warm_up()
+        assert open_sockets() <= before
+        return {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+
+    caplog.set_level(logging.DEBUG, logger="pyconvai.client")
+    assert asyncio.run(main()) == set()
+    assert any("websocket open after" in r.getMessage() for r in caplog.records)  # a real handshake
