@@ -202,7 +202,8 @@ void convai_usage_metrics(struct ast_str **out);
 /*!
  * \brief Everything Python needs for one call, as NULL-terminated name, value pairs.
  *
- * Channel thread, channel not locked: dialplan expressions are evaluated here.
+ * Channel thread, channel not locked: dialplan expressions are evaluated here. With
+ * \a chan NULL (elevenlabs check agent), the settings of a call with no caller details.
  * \return an array allocated with ast_malloc (free it with convai_settings_free()), or NULL
  */
 const char **convai_call_settings(struct ast_channel *chan, const struct convai_agent *agent);

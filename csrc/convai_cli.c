@@ -265,6 +265,71 @@ static char *convai_cli_show_runtime(struct ast_cli_entry *e, int cmd, struct as
 	return CLI_SUCCESS;
 }
 
+/*!
+ * \internal \brief "elevenlabs check agent <name>" and "elevenlabs check agents": each agent's
+ * settings at ElevenLabs against elevenlabs.conf. CLI thread: waits for Python (no lock held)
+ * up to the agents' connection timeout.
+ */
+static char *convai_cli_check(struct ast_cli_entry *e, int cmd, struct ast_cli_args *a)
+{
+	static const char * const choices[] = { "agent", "agents", NULL };
+	RAII_VAR(struct convai_config *, cfg, NULL, ao2_cleanup);
+	struct ao2_iterator it;
+	struct convai_agent *agent;
+	const char **settings[64] = { NULL };
+	size_t n = 0, i;
+	char *text;
+
+	switch (cmd) {
+	case CLI_INIT:
+		e->command = "elevenlabs check";
+		e->usage = "Usage: elevenlabs check {agent <name>|agents}\n"
+			"       Read the agent from the ElevenLabs API with its key and check what a call\n"
+			"       needs: audio formats, authentication against the key, the overrides in\n"
+			"       allow_overrides, the client tools, the client events; then fetch a signed\n"
+			"       URL. Waits at most the agent's connection_timeout_seconds.\n";
+		return NULL;
+	case CLI_GENERATE:
+		if (a->pos == 2) {
+			return ast_cli_complete(a->word, choices, a->n);
+		}
+		return a->pos == 3 && !strcasecmp(a->argv[2], "agent") ? convai_complete_agent(a->word) : NULL;
+	}
+	if (!((a->argc == 4 && !strcasecmp(a->argv[2], "agent")) || (a->argc == 3 && !strcasecmp(a->argv[2], "agents")))) {
+		return CLI_SHOWUSAGE;
+	}
+	if (!convai_embed_running()) {
+		ast_cli(a->fd, "The Python runtime is not running (see 'elevenlabs show runtime').\n");
+		return CLI_FAILURE;
+	}
+	cfg = convai_config_get();
+	if (!cfg) {
+		ast_cli(a->fd, "No configuration loaded (see the log for elevenlabs.conf errors).\n");
+		return CLI_FAILURE;
+	}
+	it = ao2_iterator_init(cfg->agents, 0);
+	for (; (agent = ao2_iterator_next(&it)); ao2_ref(agent, -1)) {
+		if (n == ARRAY_LEN(settings) - 1 || (a->argc == 4 && strcasecmp(agent->name, a->argv[3]))) {
+			continue;
+		}
+		settings[n] = convai_call_settings(NULL, agent);
+		n += settings[n] != NULL;
+	}
+	ao2_iterator_destroy(&it);
+	if (!n) {
+		ast_cli(a->fd, a->argc == 4 ? "No agent '%s' in elevenlabs.conf\n" : "No agents in elevenlabs.conf\n",
+			a->argv[3]);
+		return CLI_FAILURE;
+	}
+	text = convai_embed_check_agents((const char *const *const *) settings);
+	ast_cli(a->fd, "%s", S_OR(text, "The check failed (see the log).\n"));
+	ast_std_free(text);
+	for (i = 0; i < n; i++) {
+		convai_settings_free(settings[i]);
+	}
+	return CLI_SUCCESS;
+}
+
 static char *convai_cli_show_calls(struct ast_cli_entry *e, int cmd, struct ast_cli_args *a)
 {
 	char *text;
@@ -457,6 +522,7 @@ static struct ast_cli_entry convai_cli[] = {
 	AST_CLI_DEFINE(convai_cli_debug, "Enable or disable ElevenLabs debug logging"),
 	AST_CLI_DEFINE(convai_cli_reload, "Reload elevenlabs.conf"),
 	AST_CLI_DEFINE(convai_cli_send, "Send text to a live ElevenLabs conversation"),
+	AST_CLI_DEFINE(convai_cli_check, "Check ElevenLabs agents' settings against elevenlabs.conf"),
 };
 
 int convai_cli_register(void)

@@ -719,6 +719,10 @@ static struct ast_variable *convai_channel_values(struct ast_channel *chan)
 	struct ast_var_t *chanvar;
 	size_t i;
 
+	if (!chan) {
+		return NULL;
+	}
+
 	/* Copied under the lock; nothing else runs with it held. */
 	ast_channel_lock(chan);
 	convai_setting(&values, NULL, "caller_number", S_COR(ast_channel_caller(chan)->id.number.valid,
@@ -748,15 +752,19 @@ static struct ast_variable *convai_setting_uint(struct ast_variable **head, stru
 	return convai_setting(head, tail, name, number);
 }
 
-/*! \internal \brief The call's settings as a list (see config.py for the keys). */
+/*!
+ * \internal \brief The call's settings as a list (see config.py for the keys). With no
+ * channel (elevenlabs check agent), those of a call with no caller details.
+ */
 static struct ast_variable *convai_settings_list(struct ast_channel *chan, const struct convai_agent *agent)
 {
 	struct ast_variable *head = NULL, *tail = NULL, *channel_values = convai_channel_values(chan), *var;
 	struct ast_str *value = ast_str_create(256);
 	char name[128];
+	size_t i;
 
-	tail = convai_setting(&head, tail, "channel", ast_channel_name(chan));
-	tail = convai_setting(&head, tail, "uniqueid", ast_channel_uniqueid(chan));
+	tail = convai_setting(&head, tail, "channel", chan ? ast_channel_name(chan) : "CLI");
+	tail = convai_setting(&head, tail, "uniqueid", chan ? ast_channel_uniqueid(chan) : "");
 	tail = convai_setting(&head, tail, "agent", agent->name);
 	tail = convai_setting(&head, tail, "agent_id", agent->agent_id);
 	tail = convai_setting(&head, tail, "api_key", agent->key);
@@ -785,8 +793,8 @@ static struct ast_variable *convai_settings_list(struct ast_channel *chan, const
 	/* Dynamic variables: always offered, then the agent's, then ELEVENLABS_VAR_*; later ones win. */
 	tail = convai_setting(&head, tail, "var:caller_number", ast_variable_find_in_list(channel_values, "caller_number"));
 	tail = convai_setting(&head, tail, "var:caller_name", ast_variable_find_in_list(channel_values, "caller_name"));
-	tail = convai_setting(&head, tail, "var:called_number", ast_channel_exten(chan));
-	tail = convai_setting(&head, tail, "var:call_uniqueid", ast_channel_uniqueid(chan));
+	tail = convai_setting(&head, tail, "var:called_number", chan ? ast_channel_exten(chan) : "");
+	tail = convai_setting(&head, tail, "var:call_uniqueid", chan ? ast_channel_uniqueid(chan) : "");
 	for (var = agent->dynamic_variables; var && value; var = var->next) {
 		ast_str_substitute_variables(&value, 0, chan, var->value);
 		snprintf(name, sizeof(name), "var:%s", var->name);
@@ -796,6 +804,12 @@ static struct ast_variable *convai_settings_list(struct ast_channel *chan, const
 		if (!strncmp(var->name, "ELEVENLABS_VAR_", 15)) {
 			snprintf(name, sizeof(name), "var:%s", var->name + 15);
 			tail = convai_setting(&head, tail, name, var->value);
+		}
+	}
+	for (i = 0; i < ARRAY_LEN(convai_override_fields); i++) {
+		if (agent->allowed_overrides & convai_override_fields[i].flag) {
+			snprintf(name, sizeof(name), "allowed:%s", convai_override_fields[i].name);
+			tail = convai_setting(&head, tail, name, "1");
 		}
 	}
 	convai_call_overrides(chan, agent, &head, tail, channel_values);

@@ -344,26 +344,36 @@ void convai_embed_set_debug(int on)
 	__atomic_store_n(&debug_all, on, __ATOMIC_RELAXED);
 }
 
-/*! \internal \brief Call a runtime method returning str; copy it out with malloc. */
-static char *embed_call_text(const char *method)
+/*!
+ * \internal \brief A str result copied out with malloc. GIL held; consumes \a result
+ * (a new reference, or NULL with an exception set).
+ */
+static char *embed_text(PyObject *result, const char *what)
 {
-	PyGILState_STATE state;
-	PyObject *result;
 	char *text = NULL;
 
-	if (embed_enter(&state)) {
-		return NULL;
-	}
-	result = PyObject_CallMethod(runtime, method, NULL);
 	if (result && PyUnicode_Check(result)) {
 		const char *utf8 = PyUnicode_AsUTF8(result);
 
 		text = utf8 ? strdup(utf8) : NULL;
 	}
 	if (!result || PyErr_Occurred()) {
-		embed_log_exception(method);
+		embed_log_exception(what);
 	}
 	Py_XDECREF(result);
+	return text;
+}
+
+/*! \internal \brief Call a runtime method returning str; copy it out with malloc. */
+static char *embed_call_text(const char *method)
+{
+	PyGILState_STATE state;
+	char *text;
+
+	if (embed_enter(&state)) {
+		return NULL;
+	}
+	text = embed_text(PyObject_CallMethod(runtime, method, NULL), method);
 	embed_leave(state);
 	return text;
 }
@@ -446,6 +456,36 @@ static PyObject *embed_settings_dict(const char *const *settings)
 		Py_DECREF(value);
 	}
 	return dict;
+}
+
+char *convai_embed_check_agents(const char *const *const *settings)
+{
+	PyGILState_STATE state;
+	PyObject *agents, *agent;
+	char *text = NULL;
+
+	if (embed_enter(&state)) {
+		return NULL;
+	}
+	/* agents is a new reference; PyList_Append does not steal agent */
+	agents = PyList_New(0);
+	for (; agents && *settings; settings++) {
+		agent = embed_settings_dict(*settings);
+		if (!agent || PyList_Append(agents, agent)) {
+			Py_XDECREF(agent);
+			Py_CLEAR(agents);
+			break;
+		}
+		Py_DECREF(agent);
+	}
+	if (agents) {
+		text = embed_text(PyObject_CallMethod(runtime, "check_agents", "O", agents), "pyconvai.runtime.check_agents()");
+		Py_DECREF(agents);
+	} else {
+		embed_log_exception("check_agents settings");
+	}
+	embed_leave(state);
+	return text;
 }
 
 void *convai_embed_call_start(const struct convai_call_params *params)

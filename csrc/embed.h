@@ -106,6 +106,16 @@ char *convai_embed_describe(void);
 char *convai_embed_describe_calls(void);
 
 /*!
+ * \brief "elevenlabs check agent(s)": each agent's checklist, read from the API.
+ *
+ * CLI thread, no lock held: blocks up to the longest connection timeout of the agents
+ * (Python waits with the GIL released).
+ * \param settings NULL-terminated array of convai_call_settings() arrays, one per agent
+ * \return text allocated with malloc (the caller frees it), or NULL
+ */
+char *convai_embed_check_agents(const char *const *const *settings);
+
+/*!
  * \brief pyconvai's counters in Prometheus text format, as pyconvai last published
  * them (whenever a call ends). Takes no GIL: safe under res_prometheus' scrape lock.
  * \return text allocated with malloc (the caller frees it), or NULL

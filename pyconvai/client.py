@@ -46,6 +46,7 @@ __all__ = [
     "Connection",
     "default_tls_context",
     "open_connection",
+    "read_agent",
     "public_url",
     "redact_url",
     "set_wire_debug",
@@ -297,6 +298,52 @@ async def open_connection(
             if not failure.retryable:
                 break
     raise failure
+
+
+def agent_url(endpoint: str, agent_id: str) -> str:
+    """``GET /v1/convai/agents/{agent_id}`` on the signed-URL endpoint's host."""
+    parts = urllib.parse.urlsplit(endpoint)
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc,
+                                    "/v1/convai/agents/" + urllib.parse.quote(agent_id, safe=""), "", ""))
+
+
+async def read_agent(*, agent_id: str, api_key: str, signed_url_endpoint: str,
+                     timeout: float) -> tuple[dict, str]:
+    """The agent's settings and whether a signed URL is issued for it, both asked at once
+    and together bounded by ``timeout``: (the agent; "" or why no signed URL).
+    ConnectFailed when the agent cannot be read."""
+    url = agent_url(signed_url_endpoint, agent_id)
+    require_encryption(url, "agents endpoint")
+    async with httpx.AsyncClient(timeout=timeout, verify=default_tls_context(),
+                                 headers={"user-agent": _USER_AGENT}) as http:
+        async def agent() -> dict:
+            try:
+                response = await http.get(url, headers={"xi-api-key": api_key})
+            except httpx.HTTPError as exc:
+                raise ConnectFailed(f"agent: {type(exc).__name__}: {exc}") from None
+            if not response.is_success:
+                raise ConnectFailed(f"agent: HTTP {response.status_code} {_body_excerpt(response, api_key)}".rstrip())
+            try:
+                body = orjson.loads(response.content)
+            except orjson.JSONDecodeError:
+                body = None
+            if not isinstance(body, dict):
+                raise ConnectFailed("agent: the answer is not a JSON object")
+            return body
+
+        async def signed() -> str:
+            try:
+                await _signed_url(http, signed_url_endpoint, agent_id, api_key)
+            except ConnectFailed as exc:
+                return exc.reason
+            return ""
+
+        try:
+            async with asyncio.timeout(timeout):
+                got, why = await asyncio.gather(agent(), signed())
+        except TimeoutError:
+            raise ConnectFailed(f"no answer within {timeout:g} s") from None
+        return got, why
 
 
 async def warm_up() -> None:

@@ -64,6 +64,17 @@ _OVERRIDE_PATHS = {
 }
 
 
+def override_path(name: str) -> tuple[str, ...]:
+    """Where the override ``name`` (first_message, prompt, language, voice_id) goes in
+    conversation_config_override, and where an agent enables it."""
+    return _OVERRIDE_PATHS[name]
+
+
+def allowed_overrides(settings: Mapping[str, str]) -> list[str]:
+    """The agent's allow_overrides (the module sends ``allowed:<name>`` keys)."""
+    return [key.removeprefix("allowed:") for key in settings if key.startswith("allowed:")]
+
+
 @dataclass(frozen=True)
 class SessionSettings:
     """Per-call settings; validated on construction (ValueError)."""

@@ -23,8 +23,10 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from . import client, wire
+from . import agentcheck, client, wire
 from .call import Call
+from .config import SettingsError, allowed_overrides, call_control, session_settings
+from .protocol import ConvaiProtocol
 from .stats import Totals
 from .wire import one_line
 
@@ -363,6 +365,87 @@ def describe_calls() -> str:
         )
     lines.append(f"{len(calls)} call(s)")
     return "\n".join(lines) + "\n"
+
+
+def check_agents(agents: list[Mapping[str, str]]) -> str:
+    """Text for "elevenlabs check agent(s)" (CLI thread: the GIL is released while it waits,
+    at most the longest connection timeout of the agents)."""
+    if _runtime is None:
+        return "Runtime not started\n"
+    wait = max((_timeout_of(settings) for settings in agents), default=0.0) + 2.0
+    future = asyncio.run_coroutine_threadsafe(_check_all(agents), _runtime.loop)
+    try:
+        return future.result(wait)
+    except TimeoutError:
+        future.cancel()
+        return f"No answer within {wait:g} s\n"
+
+
+def _timeout_of(settings: Mapping[str, str]) -> float:
+    try:
+        return float(settings.get("connection_timeout_seconds", "10"))
+    except ValueError:
+        return 10.0
+
+
+async def _check_all(agents: list[Mapping[str, str]]) -> str:
+    texts = await asyncio.gather(*(_check_one(settings) for settings in agents))
+    return "\n".join(texts)
+
+
+async def _check_one(settings: Mapping[str, str]) -> str:
+    name = settings.get("agent", "?")
+    try:
+        session, control = session_settings(settings), call_control(settings)
+    except SettingsError as exc:
+        return agentcheck.render(name, [agentcheck.Check(agentcheck.Mark.FAIL, f"unusable settings: {exc}")])
+    timeout = session.connection_timeout_seconds
+    Check, Mark = agentcheck.Check, agentcheck.Mark
+    if not session.api_key:
+        checks = [Check(Mark.WARN, "no key configured: the agent's settings cannot be read (a public agent "
+                                   "is only checked by opening a conversation)")]
+        why = await _open_public_conversation(session.agent_id, session.signed_url_endpoint, timeout)
+        checks.append(Check(Mark.FAIL, f"no conversation without a key: {why} (is authentication on? then "
+                                       "configure elevenlabs_api_key)") if why
+                      else Check(Mark.OK, "a conversation starts with the public URL (and was closed at once)"))
+        return agentcheck.render(name, checks)
+    try:
+        agent, no_signed_url = await client.read_agent(agent_id=session.agent_id, api_key=session.api_key,
+                                                       signed_url_endpoint=session.signed_url_endpoint,
+                                                       timeout=timeout)
+    except client.ConnectFailed as exc:
+        return agentcheck.render(name, [Check(Mark.FAIL, f"the agent could not be read: {exc.reason}")])
+    checks = agentcheck.checklist(agent, api_key=True, allowed_overrides=allowed_overrides(settings),
+                                  control=control)
+    checks.append(Check(Mark.FAIL, f"no signed URL: {no_signed_url}") if no_signed_url
+                  else Check(Mark.OK, "a signed URL is issued for the key"))
+    return agentcheck.render(name, checks)
+
+
+async def _open_public_conversation(agent_id: str, endpoint: str, timeout: float) -> str:
+    """Start a conversation with no key, up to its metadata, and close it: "" or why not."""
+    protocol = ConvaiProtocol()
+    protocol.init_data()
+    try:
+        async with asyncio.timeout(timeout):
+            conn = await client.open_connection(agent_id=agent_id, api_key=None, signed_url_endpoint=endpoint,
+                                                timeout=timeout, attempts=1)
+            try:
+                for message in protocol.messages_to_send():
+                    await conn.send(message)
+                while protocol.metadata is None:
+                    frame = await conn.recv()
+                    if isinstance(frame, str):
+                        protocol.receive_text(frame)
+            finally:
+                await conn.close(1000, "check")
+    except client.ConnectFailed as exc:
+        return exc.reason
+    except client.ConnectionEnded as exc:
+        return f"closed {exc.code} {exc.reason}".rstrip()
+    except TimeoutError:
+        return f"no conversation_initiation_metadata within {timeout:g} s"
+    return ""
 
 
 def metrics() -> str:

@@ -122,3 +122,33 @@ def error(code: int, error_type: str, message: str) -> dict:
             "details": None,
         },
     }
+
+
+def agent_document(agent_id: str, script, enable_auth: bool) -> dict:  # noqa: ANN001 - an AgentScript
+    """``GET /v1/convai/agents/{agent_id}``: the settings a client can check (protocol notes §11)."""
+    overrides: dict = {}
+    for path in sorted(script.enabled_overrides):
+        if path == "custom_llm_extra_body":
+            continue
+        node = overrides
+        *parents, leaf = path.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = True
+    tools = [{"type": "client", "name": name, "expects_response": True} for name in script.client_tools]
+    tools += [{"type": "system", "name": name} for name in script.system_tools]
+    return {
+        "agent_id": agent_id,
+        "name": f"Simulated {agent_id}",
+        "conversation_config": {
+            "asr": {"user_input_audio_format": script.input_format},
+            "tts": {"agent_output_audio_format": script.output_format},
+            "conversation": {"client_events": list(script.client_events)},
+            "agent": {"first_message": script.greeting_text, "prompt": {"prompt": "", "tools": tools}},
+        },
+        "platform_settings": {
+            "auth": {"enable_auth": enable_auth},
+            "overrides": {"conversation_config_override": overrides,
+                          "custom_llm_extra_body": "custom_llm_extra_body" in script.enabled_overrides},
+        },
+    }

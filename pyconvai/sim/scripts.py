@@ -14,6 +14,12 @@ CLOSE_ERROR_TYPES: Mapping[int, str] = {1002: "llm_error", 1008: "invalid_messag
 """``error_type`` sent before a scripted close, by close code, unless the script names one."""
 
 
+DEFAULT_CLIENT_EVENTS: tuple[str, ...] = (
+    "audio", "interruption", "agent_response", "user_transcript", "tentative_user_transcript",
+    "conversation_initiation_metadata", "ping", "client_tool_call", "agent_tool_response")
+"""An agent's client events: ElevenLabs' defaults plus the two the module's tools need."""
+
+
 @dataclass(frozen=True)
 class AgentScript:
     """Behaviour of one simulated agent.
@@ -103,6 +109,15 @@ class AgentScript:
     enabled_overrides: frozenset[str] = frozenset()
     """Dotted ``conversation_config_override`` paths the client may set (a prefix enables its
     subtree), plus ``custom_llm_extra_body``; anything else → ``override_error``, close 1008."""
+    enable_auth: bool | None = None
+    """What ``GET /v1/convai/agents/{id}`` says of authentication (None: whether the simulator
+    requires signatures)."""
+    client_events: tuple[str, ...] = DEFAULT_CLIENT_EVENTS
+    """The agent's ``conversation.client_events``, as that endpoint reports them."""
+    client_tools: tuple[str, ...] = ()
+    """Names of the client tools the agent defines (that endpoint's ``prompt.tools``)."""
+    system_tools: tuple[str, ...] = ("end_call",)
+
     signed_url_delay_s: float = 0.0
     """Delay before answering a signed-URL request for this agent."""
     signed_url_refusal: int | None = None

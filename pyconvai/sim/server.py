@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import TracebackType
 from typing import Self
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -22,6 +22,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
+from . import messages
 from .conversation import AgentConversation
 from .records import ConversationRecord, EventLog, HttpRequestRecord
 from .scripts import AgentScript
@@ -29,6 +30,8 @@ from .scripts import AgentScript
 log = logging.getLogger("pyconvai.sim")
 
 WS_PATH = "/v1/convai/conversation"
+AGENTS_PATH = "/v1/convai/agents/"
+"""``GET /v1/convai/agents/{agent_id}``: the agent's settings (for a client's checks)."""
 SIGNED_URL_PATHS = frozenset({WS_PATH + "/get-signed-url", WS_PATH + "/get_signed_url"})
 SIGNATURE_LIFETIME_S = 15 * 60
 """A signed URL must be used within 15 minutes, and only once (when signatures are required)."""
@@ -276,12 +279,26 @@ class Simulator:
         params = dict(parse_qsl(url.query))
         if url.path in SIGNED_URL_PATHS:
             status, body = await self._signed_url(request.headers.get("xi-api-key"), params)
+        elif url.path.startswith(AGENTS_PATH):
+            status, body = self._agent(request.headers.get("xi-api-key"), unquote(url.path.removeprefix(AGENTS_PATH)))
         else:
             status, body = 404, {"detail": "Not Found"}
         self._add(self._http, HttpRequestRecord(arrived, url.path, params, status))
         self._log.write("http", None, path=url.path, params=params, status=status, response=body)
         log.info("GET %s → %d", url.path, status)
         return _json_response(status, body)
+
+    def _agent(self, api_key: str | None, agent_id: str) -> tuple[int, object]:
+        if api_key != self.config.api_key:
+            return 401, {"detail": {"status": "invalid_api_key", "message": "Invalid API key"}}
+        script = self.config.agents.get(agent_id)  # only scripted agents have settings to show
+        if script is None:
+            return 404, {"detail": {"status": "agent_not_found", "message": "Agent not found"}}
+        return 200, messages.agent_document(agent_id, script, self._auth(script))
+
+    def _auth(self, script: AgentScript) -> bool:
+        """Whether the agent needs a signed URL (its own setting, else the simulator's)."""
+        return self.config.require_signature if script.enable_auth is None else script.enable_auth
 
     async def _signed_url(self, api_key: str | None, params: dict[str, str]) -> tuple[int, object]:
         if api_key != self.config.api_key:
@@ -308,9 +325,10 @@ class Simulator:
         """Why a WebSocket must be refused, or None."""
         if not agent_id:
             return "Missing agent_id"
-        if self.config.script_for(agent_id) is None:
+        script = self.config.script_for(agent_id)
+        if script is None:
             return "Agent not found"
-        if self.config.require_signature:
+        if self._auth(script):
             issued = self._signatures.pop(params.get("conversation_signature", ""), None)
             if issued is None or issued[0] != agent_id or time.monotonic() - issued[1] > SIGNATURE_LIFETIME_S:
                 return "Invalid or expired conversation signature"

@@ -6,6 +6,7 @@ Environment (defaults: the full issue, about 30 minutes on 2 cores):
   BENCH_LEVELS=1,50,100,150,200,400
   BENCH_WINDOW_S=30           steady window at each capacity level
   BENCH_PROFILE_LEVEL=100     py-spy (GIL holder) for 15 s after that level's window (0: never)
+  BENCH_CAPACITY_BUFFER_MS=240  elevenlabs_audio_frames_buffer_ms of the capacity levels (20: 50 chunks/s)
   BENCH_RAMP_RATE=20          calls originated per second
   BENCH_SINGLE_CALLS=6        one-call-at-a-time calls (each BENCH_SINGLE_SECONDS=48)
   BENCH_SOAK_CALLS=2000       soak calls (BENCH_SOAK_CONCURRENCY=10 at a time)
@@ -48,7 +49,8 @@ def settings_from_env() -> Settings:
     for name, field_name, kind in (
         ("BENCH_WINDOW_S", "window_s", float), ("BENCH_RAMP_RATE", "ramp_rate", float),
         ("BENCH_SINGLE_CALLS", "single_calls", int), ("BENCH_SINGLE_SECONDS", "single_seconds", float),
-        ("BENCH_SOAK_CALLS", "soak_calls", int), ("BENCH_PROFILE_LEVEL", "profile_level", int), ("BENCH_SOAK_CONCURRENCY", "soak_concurrency", int),
+        ("BENCH_SOAK_CALLS", "soak_calls", int), ("BENCH_PROFILE_LEVEL", "profile_level", int),
+        ("BENCH_CAPACITY_BUFFER_MS", "capacity_buffer_ms", int), ("BENCH_SOAK_CONCURRENCY", "soak_concurrency", int),
     ):
         if env(name):
             cfg = replace(cfg, **{field_name: kind(env(name))})

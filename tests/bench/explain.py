@@ -47,7 +47,7 @@ def method_text(raw: dict, cfg) -> list[str]:
         "`elevenlabs_audio_frames_buffer_ms = 20`, all recorded. Uplink with 240 ms: "
         f"{cfg.uplink240_calls} calls of {cfg.uplink240_seconds:g} s.",
         f"- Capacity: N concurrent calls originated at {cfg.ramp_rate:g} per second, buffer "
-        f"{cfg.capacity_buffer_ms} ms (the default); the {cfg.window_s:g} s window starts {cfg.warmup_s:g} s after "
+        f"{cfg.capacity_buffer_ms} ms{' (the default)' if cfg.capacity_buffer_ms == 240 else ''}; the {cfg.window_s:g} s window starts {cfg.warmup_s:g} s after "
         "the N calls are connected (the simulator has N conversations; without the module, Asterisk has 2N "
         f"channels; at most {CONNECT_ALLOWANCE_S:g} s is waited), then the bench hangs every call up. "
         f"{cfg.recorded_per_level} calls per level are recorded. The floor: the same callers, the agent side "
@@ -308,5 +308,22 @@ def design_changes() -> list[str]:
         "channel-thread tick is no longer mistaken for silence, and no sample is lost to a race.",
         "- **No debug records are built unless debugging is on** (websockets built one per frame and the host "
         "handler dropped it).",
+        "- **Cheaper per call (issue 15)**, measured before/after in alternating runs of the same harness "
+        "(2026-12-02, `BENCH_PARTS=capacity BENCH_LEVELS=1,50,100`, two runs of each build, floor in every "
+        "run): the runtime's two threads took 12.2 and 12.1 % of a core at 50 calls before, 9.0 and 8.8 % after "
+        "(100 calls: 25.0 and 22.0 → 19.0 and 18.1 %); the module's extra CPU per call was 0.72 and 0.69x the "
+        "floor's at 50 calls, 0.42 and 0.33x after (100 calls: 1.38 and 1.13 → 0.95 and 0.81x). What each "
+        "change is: uvloop's event loop (alone, in two runs at 50 calls: the asyncio thread 13.3 and 14.8 → "
+        "11.7 and 12.2 %); keys and control answers ring the uplink's doorbell, so a call is swept once a second "
+        "instead of every 100 ms (the sweep was 7 % of the GIL holder's samples at 50 calls); the key-entry "
+        "pause is a timer, not polled; the playback thread tops the rings up every 100 ms instead of 20 "
+        "(its thread: 0.9–1.8 % → 0.5–0.6 % of a core).",
+        "- **Rings sized to what they carry, and a warm-up connection at load (issue 15).** A ring costs every "
+        "page it has cycled through; they were 448 KiB per call (uplink 256 KiB) and are 176 KiB (uplink 64, "
+        "downlink 32, clock 16, control 64 of which its rare records touch little). RSS per call over the floor: "
+        "483 and 487 → 227 and 228 KiB at 50 calls, 435 and 437 → 230 and 231 KiB at 100. The first call cost "
+        "5 MiB (lazy imports of the HTTP and WebSocket clients, the asyncio thread's first allocations): the "
+        "runtime now opens one conversation at load against a throwaway server on 127.0.0.1, and the first call "
+        "costs 358 and 246 KiB.",
         "",
     ]
