@@ -23,8 +23,12 @@ API_KEY = "sk_test_0123456789abcdef0123456789abcd"
 FRAME_MS = 20
 
 
-def dialplan(rec_dir: str, sounds_dir: str, extra: str = "") -> str:
-    """The e2e context: ai-<agent>[-<options>], caller-<tag>-<secs>, talk-... and ``extra`` lines."""
+def dialplan(rec_dir: str, sounds_dir: str, extra: str = "", recording: str = "wav") -> str:
+    """The e2e context: ai-<agent>[-<options>], caller-<tag>-<secs>, talk-... and ``extra`` lines.
+
+    ``recording``: the format of the caller's heard/said files ("wav16" keeps 16 kHz).
+    MixMonitor touches <tag>.done once it has closed them.
+    """
     return f"""[e2e]
 {extra}
 exten => _ai-.,1,Set(AGENT_ARGS=${{CUT(EXTEN,-,2-)}})
@@ -37,13 +41,13 @@ exten => h,1,GotoIf($["${{ELEVENLABS_STATUS}}" = ""]?done)
 
 ; caller-<tag>-<seconds>: listen only
 exten => _caller-.,1,Answer()
- same => n,MixMonitor({rec_dir}/${{UNIQUEID}}-mix.wav,r({rec_dir}/${{CUT(EXTEN,-,2)}}-heard.wav)t({rec_dir}/${{CUT(EXTEN,-,2)}}-said.wav))
+ same => n,MixMonitor({rec_dir}/${{UNIQUEID}}-mix.wav,r({rec_dir}/${{CUT(EXTEN,-,2)}}-heard.{recording})t({rec_dir}/${{CUT(EXTEN,-,2)}}-said.{recording}),touch {rec_dir}/${{CUT(EXTEN,-,2)}}.done)
  same => n,Wait(${{CUT(EXTEN,-,3)}})
  same => n,Hangup()
 
 ; talk-<tag>-<before>-<prompt>-<after>: wait, play a prompt, wait, hang up
 exten => _talk-.,1,Answer()
- same => n,MixMonitor({rec_dir}/${{UNIQUEID}}-mix.wav,r({rec_dir}/${{CUT(EXTEN,-,2)}}-heard.wav)t({rec_dir}/${{CUT(EXTEN,-,2)}}-said.wav))
+ same => n,MixMonitor({rec_dir}/${{UNIQUEID}}-mix.wav,r({rec_dir}/${{CUT(EXTEN,-,2)}}-heard.{recording})t({rec_dir}/${{CUT(EXTEN,-,2)}}-said.{recording}),touch {rec_dir}/${{CUT(EXTEN,-,2)}}.done)
  same => n,Wait(${{CUT(EXTEN,-,3)}})
  same => n,Playback({sounds_dir}/${{CUT(EXTEN,-,4)}})
  same => n,Wait(${{CUT(EXTEN,-,5)}})
@@ -140,13 +144,16 @@ def agents_conf(endpoint: str, agents: dict[str, dict], general: dict | None = N
 class CallBed:
     """An Asterisk with the e2e dialplan, an AMI client and the caller's sounds."""
 
-    def __init__(self, ast, ami):
+    def __init__(self, ast, ami, recording: str = "wav"):
         self.ast = ast
         self.ami = ami
+        self.recording = recording
         sounds = ast.host_path(ast.path("sounds"))
         # A second of speech, then silence that pushes it through the caller's translators.
         write_wav(sounds / "speak1k.wav", audio.tone(1000.0, 1000, 8000, 12000) + audio.silence(300, 8000))
         write_wav(sounds / "quiet1s.wav", audio.silence(1000, 8000))
+        # Wideband speech: 6 kHz, which only a 16 kHz path carries.
+        write_wav(sounds / "speak6k.wav16", audio.tone(6000.0, 1000, 16000, 12000) + audio.silence(300, 16000), 16000)
 
     def call(self, agent: str, caller: str, codecs: str | None = None) -> None:
         self.ast.originate(f"ai-{agent}", caller, codecs=codecs, ami=self.ami)
@@ -174,15 +181,14 @@ class CallBed:
         return self.event("ElevenLabsConversationStats", index, timeout)
 
     def heard(self, tag: str, timeout: float = 10.0):
-        """What the caller heard; MixMonitor finishes the file after the hangup."""
+        """What the caller heard, once MixMonitor has finished the files (after the hangup)."""
+        done = self.ast.recording(f"{tag}.done")
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return read_wav(self.ast.recording(f"{tag}-heard.wav"))
-            except (OSError, EOFError, wave.Error):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        while not done.exists():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"MixMonitor did not finish {tag}'s recording within {timeout} s")
+            time.sleep(0.05)
+        return read_wav(self.ast.recording(f"{tag}-heard.{self.recording}"))
 
     def baseline(self, agent: str) -> dict[str, int]:
         """One call to warm the runtime up, then the process's threads, fds and RSS: what

@@ -2,14 +2,26 @@
 # Build (once) a Debian sid root holding Asterisk 22 and Python 3 headers, for the
 # end-to-end tests on a host that has no Asterisk (see README "Testing").
 # The root is cached outside the work tree; a finished root is marked by a stamp file.
+# Tools added later (SIP_TOOLS) are installed into an existing root once, with their own stamp.
 # Usage: provision.sh ROOT
 set -eu
 ROOT=${1:?usage: provision.sh ROOT}
 STAMP="$ROOT/.convai-testbed-v1"
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 PACKAGES=asterisk,asterisk-dev,asterisk-modules,python3-dev,python3-venv,gcc,make,libc6-dev,pkgconf,ca-certificates
+# The SIP test bed's user agent (SIPp, for scripted calls, RFC 4733 keys and load).
+SIP_TOOLS="sip-tester"
+SIP_STAMP="$ROOT/.convai-testbed-sip-v1"
+
+add_sip_tools() {
+	[ -f "$SIP_STAMP" ] && return 0
+	echo "provision.sh: installing $SIP_TOOLS into the test bed" >&2
+	chroot "$ROOT" sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $SIP_TOOLS" >&2
+	touch "$SIP_STAMP"
+}
 
 if [ -f "$STAMP" ]; then
+	add_sip_tools
 	exit 0
 fi
 if [ "$(id -u)" != 0 ]; then
@@ -35,4 +47,5 @@ rm -rf "$ROOT"
 mv "$ROOT.partial" "$ROOT"
 mv "$ROOT.partial.log" "$ROOT/.debootstrap.log"
 touch "$STAMP"
+add_sip_tools
 echo "provision.sh: test bed ready in $ROOT" >&2
