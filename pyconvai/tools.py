@@ -115,6 +115,7 @@ class Tools:
     def record(self, kind: int, position: int, at: float) -> None:
         """A clock record that is not about audio (see csrc/convai_wire.h)."""
         if kind == ClockKind.DTMF:
+            self._session.detail("caller pressed %s", chr(position & 0x7F))
             self._tell_agent(self.keys.press(chr(position & 0x7F), at))
             if self._keys_timer is not None:
                 self._keys_timer.cancel()

@@ -22,7 +22,11 @@ class Session:
         self.answers: list[tuple[str, str, bool]] = []
         self.sent: list[tuple[str, str]] = []
         self.hung_up: list[str] = []
+        self.details: list[str] = []
         self.log = logging.getLogger("test.tools")
+
+    def detail(self, msg, *args):
+        self.details.append(msg % args)
 
     def answer_client_tool(self, tool_call_id, result, is_error):
         self.answers.append((tool_call_id, result, is_error))
@@ -106,6 +110,7 @@ def test_the_callers_keys_reach_the_agent_as_configured():
             for i, digit in enumerate("4711#"):
                 t.record(ClockKind.DTMF, ord(digit), 1.0 + i / 10)
             assert session.sent == expected, mode
+            assert session.details == [f"caller pressed {d}" for d in "4711#"]  # under elevenlabs debug on
             t.cancel()
         t, session, _, _, _ = tools(dtmf_timeout_seconds=0.05)
         pressed = time.monotonic()
