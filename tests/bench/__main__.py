@@ -10,7 +10,8 @@ Environment (defaults: the full issue, about 30 minutes on 2 cores):
   BENCH_RAMP_RATE=20          calls originated per second
   BENCH_SINGLE_CALLS=6        one-call-at-a-time calls (each BENCH_SINGLE_SECONDS=48)
   BENCH_SOAK_CALLS=2000       soak calls (BENCH_SOAK_CONCURRENCY=10 at a time)
-  BENCH_PARTS=single,uplink,capacity,soak
+  BENCH_SIP_LEVELS=50           SIP calls from SIPp over PJSIP/RTP, module and floor
+  BENCH_PARTS=single,uplink,capacity,sip,soak
   BENCH_NO_FLOOR=1            skip the floor runs (Asterisk without the module)
   BENCH_OUTPUT=BENCHMARKS.md  where the report goes
   BENCH_RAW=path.pickle       also keep the raw readings (for re-rendering: BENCH_RENDER=path.pickle)
@@ -33,7 +34,7 @@ from pathlib import Path
 
 from .bed import client_setup_ms, machine_info, moddir, raise_fd_limit, testbed_root
 from .report import render, summary_lines
-from .scenarios import LIVE, Settings, run_level, run_sequential, run_soak
+from .scenarios import LIVE, Settings, run_level, run_sequential, run_sip_level, run_soak
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,10 +43,12 @@ def settings_from_env() -> Settings:
     cfg = Settings()
     if os.environ.get("BENCH_QUICK"):
         cfg = replace(cfg, single_calls=2, single_seconds=20.0, uplink240_calls=1, levels=(1, 20, 50), profile_level=50,
+                      sip_levels=(20,),
                       window_s=10.0, warmup_s=3.0, recorded_per_level=2, soak_calls=200, soak_checkpoint=50)
     env = os.environ.get
-    if env("BENCH_LEVELS"):
-        cfg = replace(cfg, levels=tuple(int(x) for x in env("BENCH_LEVELS").split(",") if x.strip()))
+    for name, field_name in (("BENCH_LEVELS", "levels"), ("BENCH_SIP_LEVELS", "sip_levels")):
+        if env(name):
+            cfg = replace(cfg, **{field_name: tuple(int(x) for x in env(name).split(",") if x.strip())})
     for name, field_name, kind in (
         ("BENCH_WINDOW_S", "window_s", float), ("BENCH_RAMP_RATE", "ramp_rate", float),
         ("BENCH_SINGLE_CALLS", "single_calls", int), ("BENCH_SINGLE_SECONDS", "single_seconds", float),
@@ -88,14 +91,14 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, _terminate)
     cfg = settings_from_env()
-    parts = set((os.environ.get("BENCH_PARTS") or "single,uplink,capacity,soak").split(","))
+    parts = set((os.environ.get("BENCH_PARTS") or "single,uplink,capacity,sip,soak").split(","))
     root = testbed_root()
     mods = moddir(root)
     fd_limit = raise_fd_limit()
     work = Path(tempfile.mkdtemp(prefix="convai-bench-"))
     began = time.monotonic()
     raw: dict = {"settings": cfg, "machine": machine_info(), "fd_limit": fd_limit, "parts": sorted(parts),
-                 "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "levels": {}}
+                 "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "levels": {}, "sip_levels": {}}
 
     def log(text: str) -> None:
         print(f"[{time.monotonic() - began:7.1f} s] {text}", flush=True)
@@ -121,6 +124,15 @@ def main() -> int:
                     log(f"capacity: {level} concurrent calls without the module (floor)")
                     floor = run_level(root, mods, work, level, False, cfg, log)
                 raw["levels"][level] = (module, floor)
+        if "sip" in parts:
+            for level in cfg.sip_levels:
+                log(f"SIP: {level} concurrent SIPp calls through the module")
+                module = run_sip_level(root, mods, work, level, True, cfg, log)
+                floor = None
+                if cfg.floor:
+                    log(f"SIP: {level} concurrent SIPp calls without the module (floor)")
+                    floor = run_sip_level(root, mods, work, level, False, cfg, log)
+                raw["sip_levels"][level] = (module, floor)
         if "soak" in parts:
             log(f"soak: {cfg.soak_calls} short calls, {cfg.soak_concurrency} at a time")
             raw["soak"] = run_soak(root, mods, work, cfg, log)

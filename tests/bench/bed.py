@@ -24,6 +24,7 @@ from pathlib import Path
 from pyconvai.sim import audio
 from tests.e2e.asterisk import MODULES, Asterisk
 from tests.e2e.calls import API_KEY, agents_conf, dialplan
+from tests.e2e.sip import SIP_MODULES, sut_pjsip
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -133,12 +134,16 @@ class BenchAsterisk(Asterisk):
     """A sandboxed Asterisk with the bench dialplan, agents pointed at the simulator, and /proc readings."""
 
     def __init__(self, root: Path, moddir_: str, *, with_module: bool, agents: dict[str, dict] | None = None,
-                 endpoint: str = "") -> None:
-        modules = [m for m in MODULES if with_module or m != MODULE]
+                 endpoint: str = "", sip_port: int | None = None) -> None:
+        modules = [m for m in MODULES if with_module or m != MODULE] + (SIP_MODULES if sip_port else [])
         super().__init__(root, moddir_, modules=modules)
         self.with_module = with_module
         rec, sounds = self.path("rec"), self.path("sounds")
         self.write_config("extensions.conf", dialplan(rec, sounds, BENCH_DIALPLAN.format(rec=rec, sounds=sounds)))
+        if sip_port:
+            # PJSIP on sip_port; SIPp's calls (From user sipp, μ-law) land in the e2e context.
+            self.write_config("pjsip.conf", sut_pjsip(sip_port))
+            self.write_config("rtp.conf", "[general]\nrtpstart = 10000\nrtpend = 29999\n")
         if with_module:
             self.write_config("elevenlabs.conf", agents_conf(endpoint, agents or {}, None, self.path("etc")))
         self._ami = None
@@ -235,12 +240,15 @@ class Sampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            for name, pid in self.pids.items():
+            for name, pid in list(self.pids.items()):  # a process may join later (add)
                 try:
-                    self.samples[name].append(proc_sample(pid))
+                    self.samples.setdefault(name, []).append(proc_sample(pid))
                 except (OSError, ValueError, IndexError):
                     pass
             self._stop.wait(self.interval)
+
+    def add(self, name: str, pid: int) -> None:
+        self.pids = {**self.pids, name: pid}
 
     def stop(self) -> None:
         self._stop.set()

@@ -52,6 +52,9 @@ def method_text(raw: dict, cfg) -> list[str]:
         f"channels; at most {CONNECT_ALLOWANCE_S:g} s is waited), then the bench hangs every call up. "
         f"{cfg.recorded_per_level} calls per level are recorded. The floor: the same callers, the agent side "
         "`Answer()` then `Playback` of a long μ-law tone, in an Asterisk without the module loaded.",
+        f"- SIP ({', '.join(map(str, cfg.sip_levels))} calls): the same measurement with SIPp (sip-tester) as the "
+        "callers, over PJSIP and RTP on 127.0.0.1, μ-law both ways: SIPp streams the caller's audio "
+        "(`rtp_stream`) until Asterisk hangs up. Its floor is the same SIPp calls to `Answer()` + `Playback`.",
         f"- Soak: {cfg.soak_calls} calls, {cfg.soak_concurrency} at a time (the next starts when one ends), "
         f"buffer {cfg.soak_buffer_ms} ms; the caller waits 0.2 s, is quiet {SOAK_SOUND.lead_s:g} s, speaks "
         f"{SOAK_SOUND.speech_ms} ms over the greeting and hangs up {SOAK_SECONDS:g} s after it started talking. "

@@ -158,17 +158,21 @@ def resources(run: RunResult | None) -> dict:
     bench = [s for s in run.samples.get("bench", []) if start - 0.5 <= s.t <= end + 0.5]
     if len(bench) >= 2:
         out["bench_cpu"] = cpu_percent(bench[0], bench[-1])
+    sipp = [s for s in run.samples.get("sipp", []) if start - 0.5 <= s.t <= end + 0.5]
+    if len(sipp) >= 2:
+        out["sipp_cpu"] = cpu_percent(sipp[0], sipp[-1])
     if run.machine:
         out["machine_busy"], out["steal"] = run.machine
     if run.machine and "cpu" in out:
         cores = os.cpu_count() or 1
         out["other_cpu"] = max(0.0, run.machine[0] * cores - out["cpu"] - out.get("sim_cpu", 0.0)
+                               - out.get("sipp_cpu", 0.0)
                                - out.get("bench_cpu", 0.0))
     if run.connected_at and run.originated_at:
         out["connect_s"] = run.connected_at - run.originated_at
     if run.channels_in_window:
         out["channels_in_window"] = run.channels_in_window
-        out["calls_up"] = min(run.channels_in_window) // 2
+        out["calls_up"] = min(run.channels_in_window) // run.channels_per_call
     if run.idle_before:
         out["idle_rss_mib"] = run.idle_before.rss_kib / MIB
         out["idle_threads"] = run.idle_before.threads

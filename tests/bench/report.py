@@ -41,6 +41,14 @@ def compute(raw: dict) -> dict:
         lv.per_call = per_call(lv)
         levels.append(lv)
     out["levels"] = levels
+    out["sip_levels"] = []
+    for level, (module, floor) in sorted(raw.get("sip_levels", {}).items()):
+        lv = Level(level, module, floor)
+        lv.mod, lv.flo = resources(module), resources(floor)
+        if module is not None:
+            lv.lat = latency(module, module.window)
+        lv.per_call = per_call(lv)
+        out["sip_levels"].append(lv)
     out["soak"] = soak(raw.get("soak"))
     out["soak_floor"] = soak(raw.get("soak_floor"))
     out["bars"] = bars(out)
@@ -270,6 +278,7 @@ def results(out: dict, cfg) -> list[str]:
                if single is not None and single.uplink_gap.get("n") else "") + ".")
         add("")
     L += capacity_lines(out, cfg)
+    L += sip_lines(out, cfg)
     L += soak_lines(out)
     L += error_lines(out)
     return L
@@ -402,6 +411,32 @@ def capacity_lines(out: dict, cfg) -> list[str]:
     return L
 
 
+def sip_lines(out: dict, cfg) -> list[str]:
+    """The SIP levels: SIPp callers over PJSIP and RTP, module and floor in the same run."""
+    if not out.get("sip_levels"):
+        return []
+    L = ["### SIP callers", "",
+         "The same calls placed by SIPp over PJSIP and RTP on 127.0.0.1 (μ-law both ways; SIPp streams the "
+         "caller's audio and is the caller), to the module or to the floor (`Answer()` + `Playback` of a "
+         f"μ-law tone, no module); buffer {cfg.capacity_buffer_ms} ms, the same window as the capacity levels. "
+         "One channel per call (no Local pair), so the per-call CPU of both is lower than above.", "",
+         "| SIP calls | Up (floor) | Asterisk CPU | Floor CPU | CPU/call over floor | Extra ÷ floor | "
+         "RSS/call over floor | Underruns | Downlink p50/p99 ms | Barge-in p99 ms | SIPp CPU | SIPp |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for lv in out["sip_levels"]:
+        m, f, lat, pc = lv.mod, lv.flo, lv.lat, lv.per_call
+        dl = lat.downlink_sim if lat else {}
+        bi = lat.barge_in if lat else {}
+        L.append(f"| {lv.level} | {m.get('calls_up', '–')} ({f.get('calls_up', '–')}) | {fmt(m.get('cpu'), 1)} % | "
+                 f"{fmt(f.get('cpu'), 1)} % | {fmt(pc.get('cpu_over_floor'), 3)} % | "
+                 f"{fmt(pc.get('cpu_extra_per_floor'), 2)}x | {fmt(pc.get('rss_over_floor_kib'), 0)} KiB | "
+                 f"{lat.underruns if lat else '–'} | {fmt(dl.get('p50'))} / {fmt(dl.get('p99'))} | "
+                 f"{fmt(bi.get('p99'))} | {fmt(m.get('sipp_cpu'), 1)} % | "
+                 f"{lv.module.sipp if lv.module else '–'}; floor: {lv.floor.sipp if lv.floor else '–'} |")
+    L.append("")
+    return L
+
+
 def soak_lines(out: dict) -> list[str]:
     s, f = out["soak"], out["soak_floor"]
     if not s:
@@ -456,7 +491,7 @@ def error_lines(out: dict) -> list[str]:
     L = []
     raw = out["raw"]
     runs = [raw.get("single"), raw.get("uplink240"), raw.get("soak"), raw.get("soak_floor")]
-    for module, floor in raw.get("levels", {}).values():
+    for module, floor in [*raw.get("levels", {}).values(), *raw.get("sip_levels", {}).values()]:
         runs += [module, floor]
     for run in runs:
         if run is None:
@@ -505,6 +540,11 @@ def summary_lines(raw: dict) -> list[str]:
             f"{fmt(lat.barge_in.get('p99') if lat else None)} ms, RSS/call over floor "
             f"{fmt(lv.per_call.get('rss_over_floor_kib'), 0)} KiB, CPU/call over floor "
             f"{fmt(lv.per_call.get('cpu_over_floor'), 3)}% ({fmt(lv.per_call.get('cpu_extra_per_floor'), 2)}x the floor's)")
+    for lv in out["sip_levels"]:
+        lines.append(f"{lv.level:>4} SIP calls: CPU {fmt(lv.mod.get('cpu'), 1)}% (floor {fmt(lv.flo.get('cpu'), 1)}%), "
+                     f"underruns {lv.lat.underruns if lv.lat else '–'}, CPU/call over floor "
+                     f"{fmt(lv.per_call.get('cpu_extra_per_floor'), 2)}x the floor's, RSS/call over floor "
+                     f"{fmt(lv.per_call.get('rss_over_floor_kib'), 0)} KiB")
     s = out["soak"]
     if s:
         lines.append(f"soak: {s['calls']} calls, RSS {s['rss_before']:.1f} → {s['rss_after']:.1f} MiB, fds "

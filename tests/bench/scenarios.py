@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ from .bed import (
     proc_sample,
     ulaw_tone,
 )
+from tests.e2e.sip import free_udp_port
+
 from .profile import profile
 from .simproc import ConvSummary, SimProcess, wait_until
 
@@ -36,6 +39,7 @@ GREETING_MS = 1000
 REPLY_MS = 1600
 PATTERN = Pattern(period_s=2.9, second_s=0.9, speech_ms=300, lead_s=1.0)
 CALLER_WAIT_S = 0.5
+SIPP_CALLER = Path(__file__).parent / "sipp" / "caller.xml"
 
 
 def bench_script() -> AgentScript:
@@ -89,6 +93,8 @@ class RunResult:
     profile: dict | None = None  # tests/bench/profile.py, after the window
     floor_heard: dict = field(default_factory=dict)
     originated_at: float | None = None
+    channels_per_call: int = 2  # a Local pair; 1 for a SIP call
+    sipp: str = ""  # SIP levels: SIPp's verdict (its last lines when it failed)
 
     @property
     def duration(self) -> float:
@@ -103,21 +109,22 @@ class Run:
     """A fresh Asterisk (+ simulator) for one set of calls."""
 
     def __init__(self, root: Path, moddir: str, out_dir: Path, *, name: str, with_module: bool, buffer_ms: int,
-                 caller_seconds: float, sounds: dict[str, bytes] | None = None) -> None:
+                 caller_seconds: float, sounds: dict[str, bytes] | None = None, sip: bool = False) -> None:
         self.name = name
         self.out_dir = out_dir
         self.sim: SimProcess | None = None
         if with_module:
             self.sim = SimProcess({AGENT_ID: bench_script()}, API_KEY)
         agents = {"bench": {"elevenlabs_agent_id": AGENT_ID, "elevenlabs_audio_frames_buffer_ms": buffer_ms}}
+        self.sip_port = free_udp_port() if sip else None
         self.ast = BenchAsterisk(root, moddir, with_module=with_module, agents=agents,
-                                 endpoint=self.sim.endpoint if self.sim else "")
+                                 endpoint=self.sim.endpoint if self.sim else "", sip_port=self.sip_port)
         self.ast.sound("talk", PATTERN.render(caller_seconds))
         for sound, data in (sounds or {}).items():
             self.ast.sound(sound, data)
         if not with_module:
             self.ast.sound("floortone", ulaw_tone(440.0, int((caller_seconds + 120) * 1000)))
-        self.result = RunResult(name, with_module, 0, 0, buffer_ms)
+        self.result = RunResult(name, with_module, 0, 0, buffer_ms, channels_per_call=1 if sip else 2)
         self.agent_exten = "ai-bench" if with_module else "floor"
         self._originated = 0
         self._tags: list[tuple[str, bool]] = []
@@ -222,6 +229,26 @@ class Run:
         self.result.calls += count
         self.result.concurrency = concurrency
 
+    def place_sip(self, count: int, rate: float, seconds: float) -> subprocess.Popen:
+        """``count`` SIPp calls at ``rate`` per second, each streaming the caller's audio (the
+        run's talk sound) until the PBX hangs up; SIPp runs in the test bed until then."""
+        root = self.ast.root
+        scenario = f"{self.ast.path('etc')}/sipp-caller.xml"
+        self.ast.host_path(scenario).write_text(
+            SIPP_CALLER.read_text().replace("@AUDIO@", f"{self.ast.path('sounds')}/talk.ulaw"))
+        prefix = [] if root == Path("/") else ["chroot", str(root)]
+        sipp = subprocess.Popen(
+            prefix + ["sipp", "-sf", scenario, "-s", self.agent_exten, f"127.0.0.1:{self.sip_port}",
+                      "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mi", "127.0.0.1",
+                      "-min_rtp_port", "30000", "-max_rtp_port", "39999", "-m", str(count), "-l", str(count),
+                      "-r", f"{rate:g}", "-timeout", f"{int(seconds + 180)}s", "-nostdin", "-trace_err"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd="/tmp")
+        self.sampler.add("sipp", sipp.pid)
+        self.result.originated_at = time.monotonic()  # SIPp started: it originates at ``rate``
+        self.result.calls += count
+        self.result.concurrency = count
+        return sipp
+
     def wait_finished(self, count: int, timeout: float) -> bool:
         return wait_until(lambda: self.finished() >= count, timeout, 0.2)
 
@@ -230,7 +257,7 @@ class Run:
         if self.sim:
             ok = wait_until(lambda: self.sim.count() >= count, timeout, 0.25)
         else:
-            ok = wait_until(lambda: self.ast.channel_count() >= 2 * count, timeout, 0.25)
+            ok = wait_until(lambda: self.ast.channel_count() >= self.result.channels_per_call * count, timeout, 0.25)
         self.result.connected_at = time.monotonic()
         return ok
 
@@ -295,6 +322,7 @@ class Settings:
     uplink240_calls: int = 3
     uplink240_seconds: float = 26.0  # 100 chunks of 240 ms are timestamped per call
     levels: tuple[int, ...] = (1, 50, 100, 150, 200, 400)  # the issue's, and 150 to find the knee
+    sip_levels: tuple[int, ...] = (50,)  # SIPp calls over PJSIP/RTP, module and floor
     capacity_buffer_ms: int = 240  # the default elevenlabs_audio_frames_buffer_ms
     ramp_rate: float = 20.0  # calls originated per second
     warmup_s: float = 5.0
@@ -369,6 +397,46 @@ def run_level(root: Path, moddir: str, out_dir: Path, level: int, with_module: b
             r.errors.append(f"only {run.finished()} of {level} calls published their figures")
         if not run.wait_idle(120):
             r.errors.append("Asterisk not idle 120 s after the hangup")
+        time.sleep(2.0)
+        r.idle_after = proc_sample(run.ast.pid)
+        run.collect()
+    return r
+
+
+def run_sip_level(root: Path, moddir: str, out_dir: Path, level: int, with_module: bool, cfg: Settings,
+                  log=print) -> RunResult:
+    """``level`` concurrent SIP calls from SIPp over PJSIP and RTP (μ-law both ways, the
+    caller's audio streamed by SIPp), to the module or to the floor; measured as run_level."""
+    caller_s = level / cfg.ramp_rate + CONNECT_ALLOWANCE_S + cfg.warmup_s + cfg.window_s + 30.0
+    name = f"sip-{'module' if with_module else 'floor'}-{level}"
+    run = Run(root, moddir, out_dir, name=name, with_module=with_module, buffer_ms=cfg.capacity_buffer_ms,
+              caller_seconds=caller_s, sip=True)
+    r = run.result
+    with run:
+        run.start()
+        sipp = run.place_sip(level, cfg.ramp_rate, caller_s)
+        if not run.wait_connected(level, level / cfg.ramp_rate + CONNECT_ALLOWANCE_S):
+            r.errors.append(f"not all {level} SIP calls were connected; measured anyway")
+        time.sleep(cfg.warmup_s)
+        log(f"  {name}: {run.ast.channel_count()} SIP calls up; measuring {cfg.window_s:g} s")
+        channels_before = run.ast.channel_count()
+        run.measure_window(cfg.window_s)
+        r.channels_in_window = (channels_before, run.ast.channel_count())
+        run.ast.cli("channel request hangup all")
+        if with_module and not run.wait_finished(level, 120):
+            r.errors.append(f"only {run.finished()} of {level} calls published their figures")
+        if not run.wait_idle(120):
+            r.errors.append("Asterisk not idle 120 s after the hangup")
+        try:
+            out, _ = sipp.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            sipp.kill()
+            out, _ = sipp.communicate()
+        text = out.decode(errors="replace")
+        found = re.search(r"Successful call\s*\|\s*\d+\s*\|\s*(\d+)", text)
+        r.sipp = f"{found.group(1) if found else '?'} of {level} calls successful (SIPp exit {sipp.returncode})"
+        if sipp.returncode != 0:
+            r.errors.append("SIPp: " + r.sipp + ": " + text[-600:])
         time.sleep(2.0)
         r.idle_after = proc_sample(run.ast.pid)
         run.collect()

@@ -37,6 +37,7 @@ SIP_MODULES = [
     "res_pjsip_session.so",
     "res_pjsip_pubsub.so",
     "res_pjsip_endpoint_identifier_user.so",
+    "res_pjsip_authenticator_digest.so",
     "res_pjsip_sdp_rtp.so",
     "res_pjsip_caller_id.so",
     "res_pjsip_nat.so",
