@@ -33,7 +33,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .bed import client_setup_ms, machine_info, moddir, raise_fd_limit, testbed_root
-from .report import render, summary_lines
+from .report import compute, render, summary_lines
 from .scenarios import LIVE, Settings, run_level, run_sequential, run_sip_level, run_soak
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,6 +71,18 @@ def source_commit() -> str:
     return commit + (" with uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
+def _draw(raw: dict, output: Path) -> None:
+    """The report's PNGs beside it (raw["plots"]: what render() shows); none without matplotlib."""
+    try:
+        from .plots import draw
+    except ImportError:
+        return
+    try:
+        raw["plots"] = draw(compute(raw), output.parent)
+    except ImportError as exc:
+        print(f"no pictures: {exc} (make bench installs matplotlib)")
+
+
 def _terminate(signum, _frame):
     raise SystemExit(128 + signum)
 
@@ -85,6 +97,7 @@ def main() -> int:
             raw["soak"], raw["soak_floor"] = soak_raw.get("soak"), soak_raw.get("soak_floor")
             raw["soak_source"] = {"commit": soak_raw.get("commit", "?"), "started": soak_raw["started"],
                                   "why": os.environ.get("BENCH_SOAK_WHY", "")}
+        _draw(raw, output)
         output.write_text(render(raw))
         print("\n".join(summary_lines(raw)))
         return 0
@@ -146,6 +159,7 @@ def main() -> int:
         if os.environ.get("BENCH_RAW"):
             Path(os.environ["BENCH_RAW"]).write_bytes(pickle.dumps(raw))
     log("writing the report")
+    _draw(raw, output)
     output.write_text(render(raw))
     shutil.rmtree(work, ignore_errors=True)
     print()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,6 +49,8 @@ class Latency:
     caller_dropped_bytes: int = 0
     recordings: list[RecordingCheck] = field(default_factory=list)
     rec: dict = field(default_factory=dict)
+    samples: dict[str, list[float]] = field(default_factory=dict)  # downlink, barge_in, uplink (ms): the plots'
+    intervals: Counter = field(default_factory=Counter)  # frame intervals (ms) of every call
 
 
 def latency(run: RunResult, window: tuple[float, float] | None) -> Latency:
@@ -95,6 +98,8 @@ def latency(run: RunResult, window: tuple[float, float] | None) -> Latency:
     out.uplink_last, out.uplink_first, out.uplink_gap, out.uplink_module = (
         pct(up_last), pct(up_first), pct(up_gap), pct(up_mod))
     out.pacing = pacing([s.intervals for s in run.stats])
+    out.samples = {"downlink": dl_sim, "barge_in": bi, "uplink": up_last}
+    out.intervals = sum((s.intervals for s in run.stats), Counter())
     out.recordings = run.rec_checks
     out.rec = summarise_recordings(out.recordings)
     return out

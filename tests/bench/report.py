@@ -279,6 +279,7 @@ def results(out: dict, cfg) -> list[str]:
         add("")
     L += capacity_lines(out, cfg)
     L += sip_lines(out, cfg)
+    L += picture_lines(out)
     L += soak_lines(out)
     L += error_lines(out)
     return L
@@ -408,6 +409,17 @@ def capacity_lines(out: dict, cfg) -> list[str]:
             add(f"Floor at {_calls(lv.level)}, recorded callers: {fh['frames']} tone frames heard, {fh['gaps']} missing "
                 "inside the tone.")
             add("")
+    return L
+
+
+def picture_lines(out: dict) -> list[str]:
+    """The PNGs __main__ drew beside the report (plots.py), shown in it."""
+    pictures = out["raw"].get("plots") or []
+    if not pictures:
+        return []
+    L = ["### Pictures", ""]
+    for name, caption in pictures:
+        L += [f"{caption}:", "", f"![{caption}]({name})", ""]
     return L
 
 
