@@ -21,6 +21,7 @@ import re
 import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 from tests.e2e.asterisk import MODULES, Asterisk
@@ -187,18 +188,50 @@ def start_phone(make_asterisk, sut_port: int) -> CallBed:
     return bed
 
 
+class Sipp:
+    """A SIPp (sip-tester) run in the test bed against 127.0.0.1:target_port; its own ports are
+    free ones. ``values`` fills the scenario's @NAME@ placeholders."""
+
+    def __init__(self, root: Path, scenario: Path, target_port: int, *, service: str, calls: int = 1,
+                 rate: float = 1.0, timeout: float = 60.0, values: dict[str, str] | None = None) -> None:
+        self.root = root
+        self.timeout = timeout
+        self.inside = f"/tmp/convai-sipp-{os.getpid()}-{uuid.uuid4().hex[:6]}-{scenario.name}"
+        text = scenario.read_text()
+        for name, value in (values or {}).items():
+            text = text.replace(f"@{name}@", value)
+        (root / self.inside.lstrip("/")).write_text(text)
+        prefix = [] if root == Path("/") else ["chroot", str(root)]
+        self.process = subprocess.Popen(
+            prefix + ["sipp", "-sf", self.inside, "-s", service, f"127.0.0.1:{target_port}", "-i", "127.0.0.1",
+                      "-p", str(free_udp_port()), "-mi", "127.0.0.1", "-mp", str(free_udp_port() & ~1),
+                      "-m", str(calls), "-r", f"{rate:g}", "-l", str(calls), "-timeout", f"{int(timeout)}s",
+                      "-timeout_error", "-nostdin", "-trace_err"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.output = ""
+
+    def wait(self) -> "Sipp":
+        try:
+            self.output, _ = self.process.communicate(timeout=self.timeout + 30)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.communicate()
+            (self.root / self.inside.lstrip("/")).unlink(missing_ok=True)
+        return self
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
+    def count(self, what: str) -> int:
+        """SIPp's cumulative 'Successful call' or 'Failed call' figure."""
+        found = re.findall(rf"{what}\s*\|\s*\d+\s*\|\s*(\d+)", self.output)
+        return int(found[-1]) if found else -1
+
+
 def sipp(root: Path, scenario: Path, target_port: int, *, service: str, calls: int = 1, rate: float = 1.0,
-         timeout: float = 60.0, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    """Run SIPp (sip-tester) in the test bed against 127.0.0.1:target_port, to the end
-    of its calls; its own ports are free ones."""
-    inside = f"/tmp/convai-sipp-{os.getpid()}-{scenario.name}"
-    (root / inside.lstrip("/")).write_text(scenario.read_text())
-    prefix = [] if root == Path("/") else ["chroot", str(root)]
-    command = prefix + ["sipp", "-sf", inside, "-s", service, f"127.0.0.1:{target_port}", "-i", "127.0.0.1",
-                        "-p", str(free_udp_port()), "-mi", "127.0.0.1", "-mp", str(free_udp_port() & ~1),
-                        "-m", str(calls), "-r", str(rate), "-l", str(calls), "-timeout", f"{int(timeout)}s",
-                        "-timeout_error", "-nostdin", "-trace_err", *extra]
-    try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=timeout + 30)
-    finally:
-        (root / inside.lstrip("/")).unlink(missing_ok=True)
+         timeout: float = 60.0) -> subprocess.CompletedProcess:
+    """Run SIPp to the end of its calls (see Sipp)."""
+    run = Sipp(root, scenario, target_port, service=service, calls=calls, rate=rate, timeout=timeout).wait()
+    return subprocess.CompletedProcess(run.process.args, run.returncode, run.output, "")

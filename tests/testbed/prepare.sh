@@ -17,8 +17,8 @@ NAME=app_elevenlabs_convai
 if [ -z "${CONVAI_FORCE_TESTBED:-}" ] && command -v asterisk >/dev/null 2>&1 \
 	&& { [ -f /usr/include/asterisk.h ] || [ -f /usr/local/include/asterisk.h ]; }; then
 	make -C "$SRC" all install >&2
-	if ! command -v sipp >/dev/null 2>&1; then
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends sip-tester >&2
+	if ! command -v sipp >/dev/null 2>&1 || ! command -v kamailio >/dev/null 2>&1; then
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends sip-tester kamailio >&2
 	fi
 	echo ""
 	exit 0

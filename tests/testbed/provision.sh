@@ -9,9 +9,10 @@ ROOT=${1:?usage: provision.sh ROOT}
 STAMP="$ROOT/.convai-testbed-v1"
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 PACKAGES=asterisk,asterisk-dev,asterisk-modules,python3-dev,python3-venv,gcc,make,libc6-dev,pkgconf,ca-certificates
-# The SIP test bed's user agent (SIPp, for scripted calls, RFC 4733 keys and load).
-SIP_TOOLS="sip-tester"
-SIP_STAMP="$ROOT/.convai-testbed-sip-v1"
+# The SIP test bed: its user agent (SIPp: scripted calls, RFC 4733 keys, load) and the
+# load balancer of the scale-out tests (Kamailio with its dispatcher).
+SIP_TOOLS="sip-tester kamailio"
+SIP_STAMP="$ROOT/.convai-testbed-sip-v2"
 
 add_sip_tools() {
 	[ -f "$SIP_STAMP" ] && return 0
