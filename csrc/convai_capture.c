@@ -107,6 +107,13 @@ static void convai_capture_voice(struct ast_channel *chan, struct convai_capture
 			__atomic_store_n(&capture->untranslatable, 1, __ATOMIC_RELEASE);
 			return;
 		}
+		/* Once per path, not per frame: what the caller's audio goes through to the agent. */
+		if (VERBOSITY_ATLEAST(3)) {
+			struct ast_str *steps = ast_str_alloca(256);
+
+			ast_verb(3, "%s: caller audio to the agent: %s\n", ast_channel_name(chan),
+				ast_translate_path_to_str(capture->path, &steps));
+		}
 	}
 	/* The translator owns its output frames; ast_frfree only frees what is malloc'd. */
 	translated = ast_translate(capture->path, frame, 0);

@@ -166,12 +166,17 @@ def test_sip_wideband_end_to_end_only_without_a_narrowband_codec(sip_bed, sim, c
         # No 8 kHz step on the way to the caller: the channel writes 16 kHz into a 16 kHz codec.
         write = re.search(r"WriteTranscode:\s+(.*)", shown).group(1)
         assert "@8000" not in write, shown
+        # Nor on the way to the agent: the module's own translation of the caller's audio.
+        path = sip_bed.sut.ast.wait_for_log_match(r"caller audio to the agent: (\S+)").group(1)
+        assert "@8000" not in path and path.endswith("(slin@16000)"), path
     else:
         assert _energy_above(heard, rate, 4000.0) < 0.01, "6 kHz through a narrowband codec?"
         assert _energy_above(uplink, 16000, 4000.0) < 0.01
         write = re.search(r"WriteTranscode:\s+(.*)", shown).group(1)
-        # One resampling step, then the codec.
+        # One resampling step, then the codec; and one on the way to the agent.
         assert write.strip() == f"Yes (slin@16000)->(slin@8000)->({codec}@8000)", shown
+        path = sip_bed.sut.ast.wait_for_log_match(r"caller audio to the agent: (\S+)").group(1)
+        assert path == f"({codec}@8000)->(slin@8000)->(slin@16000)", path
 
 
 def test_sip_rfc4733_keys_reach_the_agent(sip_bed, sim, testbed_root):
@@ -214,7 +219,7 @@ def _tone_heard_by_agent_apart_from_losses(sim, lost: int) -> None:
     assert span.frames >= 50 - 2 * lost - 1, (span.frames, lost)
 
 
-@pytest.mark.parametrize("codec", ["ulaw", "g722"])
+@pytest.mark.parametrize("codec", CODECS)
 def test_sip_impaired_barge_in_leaves_nothing_stale(impaired_bed, sim, codec):
     impaired_bed.call("jb-ai-barge", "talk-j1-2-speak1k-4", codec)
     impaired_bed.sut.result()
