@@ -171,7 +171,7 @@ class ImpairingRelay:
         impairment = self.toward_phone if to_phone else self.toward_sut
         port = media.phone_port if to_phone else media.sut_port
         sender = media.facing_phone if to_phone else media.facing_sut
-        if not port or data[:1] and data[0] >> 6 != 2:
+        if not port or not data or data[0] >> 6 != 2:  # not RTP (version 2), or no peer yet
             return
         due = impairment.due(self._loop.time())
         if due is not None:
@@ -189,7 +189,7 @@ def _call_id(data: bytes) -> bytes:
 
 
 def _audio_port(data: bytes) -> int | None:
-    head, _, body = data.partition(b"\r\n\r\n")
+    body = data.partition(b"\r\n\r\n")[2]
     found = _M_AUDIO.search(body)
     return int(found.group(1)) if found else None
 

@@ -24,8 +24,8 @@ import time
 import uuid
 from pathlib import Path
 
-from tests.e2e.asterisk import MODULES, Asterisk
-from tests.e2e.calls import CallBed, dialplan, read_wav
+from tests.e2e.asterisk import MODULES
+from tests.e2e.calls import CallBed, dialplan
 
 CODECS = ("ulaw", "alaw", "g722", "opus")
 
@@ -134,9 +134,6 @@ class SipBed:
     def heard(self, tag: str):
         """What the phone's caller heard, at 16 kHz (MixMonitor's receive feed)."""
         return self.phone.heard(tag, timeout=15.0)
-
-    def said(self, tag: str):
-        return read_wav(self.phone.ast.recording(f"{tag}-said.{self.phone.recording}"))
 
     def sut_channel(self, timeout: float = 15.0) -> str:
         """The name of the sut's first live PJSIP channel (waited for)."""
