@@ -26,17 +26,14 @@ LOCALHOST = "127.0.0.1"
 @dataclass
 class Impairment:
     """What one direction of RTP suffers: a seeded share of losses and a uniform delay,
-    which reorders packets sent closer together than the delay's spread (unless
-    ``reorder`` is off: then a packet never leaves before the one ahead of it)."""
+    which reorders packets sent closer together than the delay's spread."""
 
     seed: int
     loss: float = 0.02
     jitter_ms: tuple[float, float] = (0.0, 60.0)
-    reorder: bool = True
     sent: int = 0
     dropped: int = 0
     _random: random.Random = field(init=False, repr=False)
-    _last_due: float = field(default=0.0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._random = random.Random(self.seed)
@@ -48,11 +45,7 @@ class Impairment:
             return None
         self.sent += 1
         low, high = self.jitter_ms
-        due = now + self._random.uniform(low, high) / 1000.0
-        if not self.reorder:
-            due = max(due, self._last_due)
-        self._last_due = due
-        return due
+        return now + self._random.uniform(low, high) / 1000.0
 
 
 class _Socket(asyncio.DatagramProtocol):
