@@ -183,3 +183,28 @@ def test_a_client_tool_nobody_carries_out_is_refused_and_reported(bridge):
     [(name, body)] = events
     assert name == "ElevenLabsToolCall"
     assert "Tool: lookup_order\r\n" in body and "IsError: yes\r\n" in body and 'Parameters: {"order":7}' in body
+
+
+def test_an_agent_ending_behind_a_flood_drains_for_at_most_the_queue_cap(bridge, monkeypatch):
+    """AGENT_ENDED with far more audio sent than playable: the call waits for what is queued
+    (at most MAX_QUEUED_MS) plus the slack, never for everything the server sent."""
+    import asyncio
+    import time
+
+    from pyconvai.call import DRAIN_SLACK_SECONDS
+    from pyconvai.playback import MAX_QUEUED_MS
+
+    call, *_ = bridge
+    call._on_event(FormatsNegotiated(ULAW, ULAW))
+    for event_id in range(1, 11):  # ten minutes of audio, a minute per event
+        audio(call, 3000, event_id)
+    cap_ms = MAX_QUEUED_MS + FRAMES_AHEAD * 20  # the queue, and the frames already in the ring
+    assert call.downlink.queued_ms <= cap_ms
+
+    async def agent_ended() -> SessionEnded:
+        return SessionEnded(EndStatus.AGENT_ENDED, "agent ended the call (close 1000)", "conv_1", 1000, "")
+
+    monkeypatch.setattr(call.session, "run", agent_ended)
+    asyncio.run(call.run())
+    assert call.ended is not None and not call.finished  # the playback thread finishes it once drained
+    assert call.drain_deadline <= time.monotonic() + cap_ms / 1000 + DRAIN_SLACK_SECONDS
