@@ -17,7 +17,13 @@ SIP_STAMP="$ROOT/.convai-testbed-sip-v2"
 add_sip_tools() {
 	[ -f "$SIP_STAMP" ] && return 0
 	echo "provision.sh: installing $SIP_TOOLS into the test bed" >&2
-	chroot "$ROOT" sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $SIP_TOOLS" >&2
+	# The package lists debootstrap left are used first. Only if they are too old (packages
+	# gone from the mirror) are they refreshed; a mirror whose Release file is past its
+	# Valid-Until date (a clock ahead of the mirror's) is still accepted then: its
+	# signature is checked as always, only the date is not.
+	install="DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $SIP_TOOLS"
+	chroot "$ROOT" sh -c "$install" >&2 || chroot "$ROOT" sh -c \
+		"apt-get update -qq -o Acquire::Check-Valid-Until=false && $install" >&2
 	touch "$SIP_STAMP"
 }
 
