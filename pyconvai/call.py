@@ -298,9 +298,10 @@ class Call:
     def ami_tool_result(self, tool_call_id: str, result: str, is_error: bool) -> str:
         """AMI ElevenLabsToolResult; "" when a tool call was waiting for it, else why not."""
         tools = self.tools
-        if tools is None or not tools.ami_waiting(tool_call_id):
+        claimed = tools.ami_claim(tool_call_id) if tools is not None else None
+        if claimed is None:
             return f"no client tool call {tool_call_id} is waiting for an answer on {self.channel}"
-        self._schedule(lambda: tools.ami_result(tool_call_id, result, is_error))
+        self._schedule(lambda: tools.ami_result(claimed, result, is_error))
         return ""
 
     def send_text(self, kind: str, text: str) -> str:

@@ -101,16 +101,17 @@ class Tools:
         if call is not None:
             self._answer(call, result, is_error)
 
-    def ami_waiting(self, tool_call_id: str) -> bool:
-        """Whether an AMI answer for this tool call is awaited (any thread: one dict lookup)."""
-        return tool_call_id in self._ami_waiting
+    def ami_claim(self, tool_call_id: str) -> tuple[ClientToolCalled, asyncio.TimerHandle] | None:
+        """Take the tool call an AMI answer is for, if it is still waiting (any thread: one
+        dict pop, so of two answers at once, or an answer and the timeout, one wins)."""
+        return self._ami_waiting.pop(tool_call_id, None)
 
-    def ami_result(self, tool_call_id: str, result: str, is_error: bool) -> None:
-        """AMI ElevenLabsToolResult (on the asyncio thread): the answer, unless it came too late."""
-        waiting = self._ami_waiting.pop(tool_call_id, None)
-        if waiting is not None:
-            waiting[1].cancel()
-            self._answer(waiting[0], result, is_error)
+    def ami_result(self, claimed: tuple[ClientToolCalled, asyncio.TimerHandle], result: str,
+                   is_error: bool) -> None:
+        """AMI ElevenLabsToolResult, claimed (on the asyncio thread): the answer."""
+        call, timer = claimed
+        timer.cancel()
+        self._answer(call, result, is_error)
 
     def record(self, kind: int, position: int, at: float) -> None:
         """A clock record that is not about audio (see csrc/convai_wire.h)."""
@@ -158,7 +159,7 @@ class Tools:
             self._keys_timer.cancel()
         for task in list(self._tasks):
             task.cancel()
-        for _, timer in self._ami_waiting.values():
+        for _, timer in list(self._ami_waiting.values()):  # AMI threads may claim meanwhile
             timer.cancel()
         self._ami_waiting.clear()
 

@@ -124,3 +124,20 @@ def test_the_callers_keys_reach_the_agent_as_configured():
         assert session.sent == [("user_message", "The caller pressed the keys 12")]
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_of_two_ami_answers_at_once_exactly_one_is_taken():
+    """Two AMI clients (or one twice) answer the same tool call before the asyncio thread
+    ran: the first claim takes it, the second is refused at once; the timeout finds nothing."""
+    async def scenario() -> None:
+        t, session, _, events, _ = tools(tools_via_ami=True, ami_tool_timeout_seconds=0.05)
+        t.called(ClientToolCalled("crm_lookup", "c1", {"account": "A-1"}))
+        assert events[-1][1]["IsError"] == "pending"
+        first, second = t.ami_claim("c1"), t.ami_claim("c1")
+        assert first is not None and second is None
+        t.ami_result(first, "Gold customer", False)
+        await asyncio.sleep(0.1)  # past the timeout: it was cancelled with the answer
+        assert session.answers == [("c1", "Gold customer", False)]
+        t.cancel()
+
+    asyncio.run(scenario())
