@@ -2,6 +2,7 @@
 #
 #   make            build the module, its XML documentation and the pyconvai wheel
 #   make install    install them (module, docs, virtual environment, sample config)
+#   make deb        the Debian package asterisk-elevenlabs-convai (debian/), in build/deb/
 #   make test       everything the tests need, then the tests (provisions a test bed)
 #   make bench      benchmark figures into BENCHMARKS.md (not part of make test)
 #   make fuzz       the protocol and downlink fuzzers, far longer than make test runs them
@@ -24,6 +25,9 @@ ASTINCDIR ?= $(firstword $(patsubst %/asterisk.h,%,$(wildcard /usr/include/aster
 ASTMODDIR ?= $(or $(call asterisk_dir,astmoddir),$(firstword $(wildcard /usr/lib/$(MULTIARCH)/asterisk/modules /usr/lib64/asterisk/modules /usr/lib/asterisk/modules)),/usr/lib/asterisk/modules)
 ASTDATADIR ?= $(or $(call asterisk_dir,astdatadir),$(firstword $(wildcard /usr/share/asterisk /var/lib/asterisk)),/var/lib/asterisk)
 VENVDIR ?= /opt/app_elevenlabs_convai/venv
+# python_venv's default, compiled into the module: the venv "make install" creates. Empty
+# means the system Python, whose dist-packages hold pyconvai (make deb builds it so).
+PYTHON_VENV ?= $(VENVDIR)
 
 TESTBED_ROOT ?= /var/cache/app_elevenlabs_convai/sid-root
 DEV_VENV ?= .venv
@@ -38,7 +42,7 @@ DOC_SOURCES = csrc/convai_config_doc.xml
 HEADERS = csrc/convai.h csrc/convai_wire.h csrc/embed.h csrc/ring.h
 
 .PHONY: all module doc wheel install install-module install-venv install-config \
-	dev test asan-test bench fuzz demo clean
+	deb dev test asan-test bench fuzz demo clean
 
 ifeq ($(ASTINCDIR),)
 # No Asterisk here: build (and install) inside the test bed, then copy the results back.
@@ -60,7 +64,8 @@ CFLAGS ?= -O2 -g
 CFLAGS += -fmacro-prefix-map=csrc/=
 MODULE_CFLAGS = -std=gnu11 -fPIC -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
 	-I$(ASTINCDIR) -DAST_MODULE=\"$(MODULE)\" -DAST_MODULE_SELF_SYM=__internal_$(MODULE)_self \
-	-DCONVAI_LIBPYTHON=\"$(LIBPYTHON)\"
+	-DCONVAI_LIBPYTHON=\"$(LIBPYTHON)\" -DCONVAI_DEFAULT_VENV=\"$(PYTHON_VENV)\" \
+	-DCONVAI_PYTHON_PREFIX=\"$(shell $(PYTHON_CONFIG) --prefix)\"
 
 $(BUILD)/%.o: csrc/%.c $(HEADERS) | $(BUILD)
 	$(CC) $(CFLAGS) $(MODULE_CFLAGS) -c -o $@ $<
@@ -112,6 +117,17 @@ install-config:
 	install -d $(DESTDIR)$(ASTETCDIR)
 	test -e $(DESTDIR)$(ASTETCDIR)/elevenlabs.conf || \
 		install -m 0640 elevenlabs.conf.example $(DESTDIR)$(ASTETCDIR)/elevenlabs.conf
+
+# The Debian package, built by debhelper in a copy of this tree (its clean must not touch
+# build/ or the editable pyconvai here). Needs debian/control's Build-Depends: apt-get build-dep ./
+deb:
+	rm -rf $(BUILD)/deb
+	mkdir -p $(BUILD)/deb/src
+	tar --exclude=./.git --exclude=./.venv --exclude=./$(BUILD) --exclude=./out --exclude='__pycache__' \
+		--exclude='./pyconvai/_ring*' --exclude='*.egg-info' --exclude=./.pytest_cache --exclude=./.hypothesis \
+		-cf - . | tar -C $(BUILD)/deb/src -xf -
+	cd $(BUILD)/deb/src && dpkg-buildpackage -us -uc -b
+	ls $(BUILD)/deb/*.deb
 
 # Developer environment on this machine: pyconvai editable, with test tools.
 dev: $(DEV_VENV)/.installed

@@ -43,7 +43,6 @@ struct ast_variable;
 struct ao2_container;
 
 #define CONVAI_APP "ElevenLabsConversationalAI"
-#define CONVAI_DEFAULT_VENV "/opt/app_elevenlabs_convai/venv"
 
 /*! \brief How a conversation ended: ELEVENLABS_STATUS. */
 enum convai_status {
@@ -166,7 +165,10 @@ struct convai_config *convai_config_get(void);
 /*! \brief The agent called \a name (a reference), or NULL. */
 struct convai_agent *convai_agent_get(const char *name);
 
-/*! \brief The configured python_venv (a static buffer: load and CLI threads). */
+/*!
+ * \brief Where the embedded Python runs from: python_venv, or the system Python's prefix
+ * (CONVAI_PYTHON_PREFIX) when python_venv is empty. A static buffer: load and CLI threads.
+ */
 const char *convai_venv_path(void);
 
 /*! \brief Where the agent's key came from, for the CLI. */

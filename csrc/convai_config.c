@@ -32,6 +32,17 @@
 
 #include "convai.h"
 
+/*
+ * From the build (Makefile): python_venv's default, the venv of "make install" or empty for the
+ * system Python (the Debian package), and the prefix of the Python the module links.
+ */
+#ifndef CONVAI_DEFAULT_VENV
+#error "CONVAI_DEFAULT_VENV (python_venv's default; empty: the system Python) must be defined by the build"
+#endif
+#ifndef CONVAI_PYTHON_PREFIX
+#error "CONVAI_PYTHON_PREFIX (python3-config --prefix) must be defined by the build"
+#endif
+
 #define CONVAI_DEFAULT_ENDPOINT "https://api.elevenlabs.io/v1/convai/conversation/get-signed-url"
 
 /* The configInfo documentation of elevenlabs.conf: convai_config_doc.xml (the Makefile adds it). */
@@ -871,9 +882,10 @@ const char *convai_venv_path(void)
 {
 	RAII_VAR(struct convai_config *, cfg, ao2_global_obj_ref(convai_globals), ao2_cleanup);
 	static char venv[PATH_MAX];
+	const char *configured = cfg ? cfg->general->python_venv : CONVAI_DEFAULT_VENV;
 
-	ast_copy_string(venv, cfg && !ast_strlen_zero(cfg->general->python_venv)
-		? cfg->general->python_venv : CONVAI_DEFAULT_VENV, sizeof(venv));
+	/* Empty: the system Python, whose prefix holds bin/python3 as a venv does. */
+	ast_copy_string(venv, S_OR(configured, CONVAI_PYTHON_PREFIX), sizeof(venv));
 	return venv;
 }
 

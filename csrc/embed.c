@@ -31,6 +31,10 @@
 
 #include "embed.h"
 
+#ifndef CONVAI_PYTHON_PREFIX
+#error "CONVAI_PYTHON_PREFIX (python3-config --prefix) must be defined by the build"
+#endif
+
 /*! pyconvai.runtime; a strong reference kept for the life of the process. */
 static PyObject *runtime;
 static const struct convai_host *host;
@@ -186,7 +190,10 @@ static void embed_leave(PyGILState_STATE state)
 	PyGILState_Release(state);
 }
 
-/*! \internal \brief Initialise CPython with an isolated config rooted in \a venv. */
+/*!
+ * \internal \brief Initialise CPython with an isolated config rooted in \a venv (a virtual
+ * environment, or CONVAI_PYTHON_PREFIX for the system Python).
+ */
 static int embed_initialize(const char *venv)
 {
 	char executable[4096];
@@ -198,7 +205,12 @@ static int embed_initialize(const char *venv)
 		return -1;
 	}
 	if (access(executable, X_OK)) {
-		embed_log(CONVAI_LOG_ERROR, "python_venv '%s' has no bin/python3 (install it with 'make install')", venv);
+		if (!strcmp(venv, CONVAI_PYTHON_PREFIX)) {
+			embed_log(CONVAI_LOG_ERROR, "no system Python %s for an empty python_venv "
+				"(install python3, or set python_venv to a venv)", executable);
+		} else {
+			embed_log(CONVAI_LOG_ERROR, "python_venv '%s' has no bin/python3 (install it with 'make install')", venv);
+		}
 		return -1;
 	}
 	if (PyImport_AppendInittab("_convai_host", host_module_init) < 0) {
@@ -209,7 +221,10 @@ static int embed_initialize(const char *venv)
 	 * Isolated: ignore PYTHON* environment variables, leave LC_CTYPE alone and
 	 * install no signal handlers (Asterisk owns the signals). Pointing
 	 * executable into the venv makes Python find pyvenv.cfg and its
-	 * site-packages, exactly as if that venv's python3 were running.
+	 * site-packages, exactly as if that venv's python3 were running. The
+	 * system Python has no pyvenv.cfg: site adds the distribution's
+	 * directories (/usr/lib/python3/dist-packages on Debian, where the
+	 * package puts pyconvai), as for /usr/bin/python3 -I.
 	 */
 	PyConfig_InitIsolatedConfig(&config);
 	status = PyConfig_SetBytesString(&config, &config.executable, executable);

@@ -66,7 +66,8 @@ struct convai_call_params {
 
 /*!
  * \brief Start the interpreter and pyconvai's threads (once per process).
- * \param venv virtual environment holding pyconvai and its dependencies
+ * \param venv virtual environment holding pyconvai and its dependencies, or the
+ *        system Python's prefix (CONVAI_PYTHON_PREFIX: pyconvai in its dist-packages)
  * \param libpython soname to promote to RTLD_GLOBAL so that C extensions resolve
  * \param host logging and AMI services; also receives this file's own errors
  * \retval 0 running
