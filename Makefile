@@ -155,6 +155,7 @@ fuzz: dev
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-20000} $(DEV_PYTHON) -m pytest -q tests/unit/test_fuzz.py
 
 bench: dev
+	$(DEV_PYTHON) -m pip install -q --disable-pip-version-check -e '.[test,bench]'
 	root="$$(tests/testbed/prepare.sh "$(TESTBED_ROOT)")" || exit 1; \
 		CONVAI_TESTBED_ROOT="$$root" $(DEV_PYTHON) -m tests.bench
 
