@@ -26,7 +26,8 @@ LOCALHOST = "127.0.0.1"
 @dataclass
 class Impairment:
     """What one direction of RTP suffers: a seeded share of losses and a uniform delay,
-    which reorders packets sent closer together than the delay's spread."""
+    which reorders packets sent closer together than the delay's spread. ``sent`` and
+    ``dropped`` count RTP packets (RTCP passes untouched)."""
 
     seed: int
     loss: float = 0.02
@@ -164,7 +165,10 @@ class ImpairingRelay:
         impairment = self.toward_phone if to_phone else self.toward_sut
         port = media.phone_port if to_phone else media.sut_port
         sender = media.facing_phone if to_phone else media.facing_sut
-        if not port or not data or data[0] >> 6 != 2:  # not RTP (version 2), or no peer yet
+        if not port or len(data) < 2 or data[0] >> 6 != 2:  # not RTP/RTCP (version 2), or no peer yet
+            return
+        if 192 <= data[1] <= 223:  # RTCP multiplexed on the RTP port (RFC 5761): passed, not counted
+            _send(sender, data, port)
             return
         due = impairment.due(self._loop.time())
         if due is not None:
