@@ -182,9 +182,10 @@ def test_audio_and_pings_far_faster_than_real_time_stay_bounded(bed, sim):
     assert len(record.pongs) > FLOOD_SECONDS * 30 and record.close_code == 1000
     # The cap (60 s of μ-law is 480 KB, more as Python frames) is reached in 6 s at 10x;
     # from then on, minutes more of flooding must not grow the process.
-    assert max(rss_kib) - before < 8 * 1024, (before, rss_kib)
-    settled = rss_kib[len(rss_kib) // 4:]
-    assert max(settled) - settled[0] < 2 * 1024, (before, rss_kib[::10])
+    if not os.environ.get("CONVAI_ASAN"):  # ASan's quarantine keeps freed memory resident
+        assert max(rss_kib) - before < 8 * 1024, (before, rss_kib)
+        settled = rss_kib[len(rss_kib) // 4:]
+        assert max(settled) - settled[0] < 2 * 1024, (before, rss_kib[::10])
     assert_healthy(b)
 
 
