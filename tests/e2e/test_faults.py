@@ -4,7 +4,6 @@ every call ends with a status, and nothing from the network forges a header or a
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import threading
 import time
