@@ -128,24 +128,18 @@ def main() -> int:
             log(f"uplink (buffer 240 ms): {cfg.uplink240_calls} calls of {cfg.uplink240_seconds:g} s, one at a time")
             raw["uplink240"] = run_sequential(root, mods, work, "uplink240", cfg.uplink240_calls,
                                               cfg.uplink240_seconds, 240, False, log)
-        if "capacity" in parts:
-            for level in cfg.levels:
-                log(f"capacity: {level} concurrent calls through the module")
-                module = run_level(root, mods, work, level, True, cfg, log)
+        for part, levels, run_one, what in (("capacity", cfg.levels, run_level, "calls"),
+                                            ("sip", cfg.sip_levels, run_sip_level, "SIPp calls")):
+            if part not in parts:
+                continue
+            for level in levels:
+                log(f"{part}: {level} concurrent {what} through the module")
+                module = run_one(root, mods, work, level, True, cfg, log)
                 floor = None
                 if cfg.floor:
-                    log(f"capacity: {level} concurrent calls without the module (floor)")
-                    floor = run_level(root, mods, work, level, False, cfg, log)
-                raw["levels"][level] = (module, floor)
-        if "sip" in parts:
-            for level in cfg.sip_levels:
-                log(f"SIP: {level} concurrent SIPp calls through the module")
-                module = run_sip_level(root, mods, work, level, True, cfg, log)
-                floor = None
-                if cfg.floor:
-                    log(f"SIP: {level} concurrent SIPp calls without the module (floor)")
-                    floor = run_sip_level(root, mods, work, level, False, cfg, log)
-                raw["sip_levels"][level] = (module, floor)
+                    log(f"{part}: {level} concurrent {what} without the module (floor)")
+                    floor = run_one(root, mods, work, level, False, cfg, log)
+                raw["levels" if part == "capacity" else "sip_levels"][level] = (module, floor)
         if "soak" in parts:
             log(f"soak: {cfg.soak_calls} short calls, {cfg.soak_concurrency} at a time")
             raw["soak"] = run_soak(root, mods, work, cfg, log)

@@ -32,27 +32,25 @@ def compute(raw: dict) -> dict:
     up: RunResult | None = raw.get("uplink240")
     if up is not None:
         out["uplink240"] = latency(up, None)
+    out["levels"] = _levels(raw.get("levels", {}))
+    out["sip_levels"] = _levels(raw.get("sip_levels", {}))
+    out["soak"] = soak(raw.get("soak"))
+    out["soak_floor"] = soak(raw.get("soak_floor"))
+    out["bars"] = bars(out)
+    return out
+
+
+def _levels(runs: dict) -> list[Level]:
+    """Each level's (module, floor) runs with their figures, by number of calls."""
     levels = []
-    for level, (module, floor) in sorted(raw.get("levels", {}).items()):
+    for level, (module, floor) in sorted(runs.items()):
         lv = Level(level, module, floor)
         lv.mod, lv.flo = resources(module), resources(floor)
         if module is not None:
             lv.lat = latency(module, module.window)
         lv.per_call = per_call(lv)
         levels.append(lv)
-    out["levels"] = levels
-    out["sip_levels"] = []
-    for level, (module, floor) in sorted(raw.get("sip_levels", {}).items()):
-        lv = Level(level, module, floor)
-        lv.mod, lv.flo = resources(module), resources(floor)
-        if module is not None:
-            lv.lat = latency(module, module.window)
-        lv.per_call = per_call(lv)
-        out["sip_levels"].append(lv)
-    out["soak"] = soak(raw.get("soak"))
-    out["soak_floor"] = soak(raw.get("soak_floor"))
-    out["bars"] = bars(out)
-    return out
+    return levels
 
 
 def _level(out: dict, n: int) -> Level | None:
