@@ -8,9 +8,9 @@ The simulator's agents speak tones (greeting 440 Hz, reply 880 Hz, stale audio 1
 The RTP crosses a relay (tests/e2e/impair.py; transparent unless a test impairs it) that
 counts the packets: that every frame reached the wire is judged there, against the
 frames the module says it wrote. The phone's recording judges the rest (pitch, order,
-nothing stale, no hole), not the count: MixMonitor drops buffered audio to keep its two
-directions within 100 ms of each other, so on a loaded machine it can lose what the
-wire delivered.
+nothing stale), not the count nor holes: MixMonitor drops buffered audio to keep its two
+directions within 100 ms of each other, so on a loaded machine it can lose, or punch a
+hole in, what the wire delivered (seen in CI: 6 of 100 Opus frames, and a one-frame hole).
 """
 
 from __future__ import annotations
@@ -98,10 +98,9 @@ def _on_the_wire(bed, frames: int) -> dict:
 
 
 def _heard(heard: np.ndarray, rate: int, hz: float, frames: int):
-    """The tone heard as one piece (no hole), at most as long as sent, at its pitch."""
+    """The tone heard, at most as long as sent, at its pitch."""
     span = tone_frames(heard, rate, hz)
     assert span.first is not None, f"no {hz:g} Hz heard"
-    assert span.gaps == 0, f"{span.gaps} silent frames inside the {hz:g} Hz tone"
     assert span.frames <= frames + 1, f"{span.frames} frames of {hz:g} Hz heard, {frames} sent"
     n = rate // 50
     part = heard[span.first * n : (span.last + 1) * n]
@@ -161,8 +160,6 @@ def _barge_in(bed, sim, tag: str) -> None:
     assert tone_frames(heard, rate, 1200.0).frames == 0, "stale audio of the interrupted response was heard"
     greeting, reply = tone_frames(heard, rate, 440.0), tone_frames(heard, rate, 880.0)
     assert greeting.last is not None and reply.first is not None and greeting.last < reply.first
-    # Holes only where the relay dropped packets (a lost packet may blank two analysis frames).
-    assert reply.gaps <= 2 * bed.relay.toward_phone.dropped, (reply.gaps, bed.relay.toward_phone)
     assert reply.frames <= 1500 // 20 + 1
     bed.wait_idle()
 
@@ -236,9 +233,7 @@ def test_sip_impaired_greeting_is_complete_apart_from_the_losses(impaired_bed, s
     _on_the_wire(impaired_bed, 100)
     lost = impaired_bed.relay.toward_phone.dropped
     heard, rate = impaired_bed.heard("i1")
-    span = tone_frames(heard, rate, 440.0)
-    assert span.first is not None and span.frames <= 101
-    assert span.gaps <= 2 * lost, (span.gaps, lost)  # holes only where the relay dropped
+    _heard(heard, rate, 440.0, 100 - lost)
     # The caller, behind 2 % loss, 0-60 ms jitter and the jitter buffer: what the relay
     # delivered reaches the agent.
     received = audio.decode(sim.wait_for_conversations(1)[0].received_audio, "pcm_16000")
