@@ -225,10 +225,3 @@ class Sipp:
         """SIPp's cumulative 'Successful call' or 'Failed call' figure."""
         found = re.findall(rf"{what}\s*\|\s*\d+\s*\|\s*(\d+)", self.output)
         return int(found[-1]) if found else -1
-
-
-def sipp(root: Path, scenario: Path, target_port: int, *, service: str, calls: int = 1, rate: float = 1.0,
-         timeout: float = 60.0) -> subprocess.CompletedProcess:
-    """Run SIPp to the end of its calls (see Sipp)."""
-    run = Sipp(root, scenario, target_port, service=service, calls=calls, rate=rate, timeout=timeout).wait()
-    return subprocess.CompletedProcess(run.process.args, run.returncode, run.output, "")

@@ -26,7 +26,7 @@ from pyconvai.sim import AgentScript, audio
 from tests.e2e.asterisk import MODULES
 from tests.e2e.calls import tone_frames
 from tests.e2e.impair import Impairment, ImpairingRelay
-from tests.e2e.sip import (CODECS, JITTER_BUFFERED, SIP_MODULES, SipBed, free_udp_port, rtp_conf, sipp, start_phone,
+from tests.e2e.sip import (CODECS, JITTER_BUFFERED, SIP_MODULES, SipBed, Sipp, free_udp_port, rtp_conf, start_phone,
                            sut_pjsip)
 
 WIDEBAND = {"g722", "opus"}
@@ -218,8 +218,8 @@ def test_sip_wideband_end_to_end_only_without_a_narrowband_codec(sip_bed, sim, c
 
 def test_sip_rfc4733_keys_reach_the_agent(sip_bed, sim, testbed_root):
     """SIPp presses 4711# as RFC 4733 events; the agent gets them as one message."""
-    done = sipp(testbed_root, KEYS_SCENARIO, sip_bed.sut_port, service="ai-greeter")
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    done = Sipp(testbed_root, KEYS_SCENARIO, sip_bed.sut_port, service="ai-greeter").wait()
+    assert done.returncode == 0, done.output[-2000:]
     record = sim.wait_for_conversations(1)[0]
     assert sip_bed.sut.result()["Status"] == "CALLER_HANGUP"
     texts = [m["text"] for _, m in list(record.messages) if m.get("type") == "user_message"]
