@@ -8,8 +8,9 @@
 
 /*! \file
  *
- * \brief ElevenLabsConversationalAI(): connect a caller to an ElevenLabs
- * Conversational AI agent through an embedded Python runtime.
+ * \brief ElevenLabsConversationalAI(), also registered as AIConversation():
+ * connect a caller to a conversational AI agent (ElevenLabs, OpenAI Realtime or
+ * a WebSocket server, elevenlabs.conf's provider) through an embedded Python runtime.
  *
  * This file: the application, the pacing loop, control records from Python,
  * load and unload. The capture framehook lives in convai_capture.c,
@@ -152,12 +153,43 @@
 			</variablelist>
 		</description>
 		<see-also>
+			<ref type="application">AIConversation</ref>
+			<ref type="filename">elevenlabs.conf</ref>
+		</see-also>
+	</application>
+	<application name="AIConversation" language="en_US">
+		<synopsis>
+			Connect the caller to a conversational AI agent of any provider.
+		</synopsis>
+		<syntax>
+			<parameter name="agent" required="true">
+				<para>Name of an agent section in <filename>elevenlabs.conf</filename>.</para>
+			</parameter>
+			<parameter name="options">
+				<para>As for <literal>ElevenLabsConversationalAI</literal>.</para>
+			</parameter>
+		</syntax>
+		<description>
+			<para>The same application as <literal>ElevenLabsConversationalAI</literal>, under a name
+			that does not name a provider: the agent section's <literal>provider</literal>
+			(<literal>elevenlabs</literal>, <literal>websocket</literal> or
+			<literal>openai_realtime</literal>) decides whom the caller talks to. See
+			<literal>ElevenLabsConversationalAI</literal> for the options and the channel
+			variables.</para>
+			<para>The channel variables keep their <literal>ELEVENLABS_</literal> prefix whatever
+			the provider: <variable>ELEVENLABS_STATUS</variable>,
+			<variable>ELEVENLABS_END_REASON</variable> and the others are set, and read, as
+			they are for <literal>ElevenLabsConversationalAI</literal>.</para>
+		</description>
+		<see-also>
+			<ref type="application">ElevenLabsConversationalAI</ref>
 			<ref type="filename">elevenlabs.conf</ref>
 		</see-also>
 	</application>
  ***/
 
 static const char app[] = CONVAI_APP;
+static const char app_neutral[] = CONVAI_APP_NEUTRAL;
 
 /*! The dialplan's names of enum convai_status. */
 static const char *const convai_status_names[CONVAI_STATUS_COUNT] = {
@@ -608,7 +640,7 @@ static int convai_call_start(struct convai_call *call)
 
 	call->usage = convai_usage_acquire(call->agent, busy, sizeof(busy));
 	if (!call->usage) {
-		ast_log(LOG_NOTICE, "%s: %s busy: %s\n", ast_channel_name(call->chan), app, busy);
+		ast_log(LOG_NOTICE, "%s: %s busy: %s\n", ast_channel_name(call->chan), call->app, busy);
 		convai_call_end(call, CONVAI_STATUS_BUSY, busy);
 		return -1;
 	}
@@ -679,7 +711,7 @@ static int convai_call_finish(struct convai_call *call, const char *agent_name, 
 		}
 	}
 	convai_count_outcome(call->status);
-	ast_verb(3, "%s: ElevenLabs conversation ended: %s (%s)\n", ast_channel_name(chan), status, call->reason);
+	ast_verb(3, "%s: %s() ended: %s (%s)\n", ast_channel_name(chan), call->app, status, call->reason);
 	manager_event(EVENT_FLAG_CALL, "ElevenLabsConversationEnded",
 		"Channel: %s\r\nUniqueid: %s\r\nAgent: %s\r\nConversationID: %s\r\nStatus: %s\r\n"
 		"Reason: %s\r\nDuration: %.3f\r\n%s%s%s",
@@ -705,6 +737,10 @@ static int convai_parse_options(char *options, struct ast_flags *flags)
 	return ast_app_parse_options(convai_exec_options, flags, NULL, options) ? -1 : 0;
 }
 
+/*!
+ * \internal \brief ElevenLabsConversationalAI() and AIConversation(), one function: the
+ * channel's PBX thread.
+ */
 static int convai_exec(struct ast_channel *chan, const char *data)
 {
 	struct convai_call call = { .chan = chan, .wake_fd = -1, .hook_id = -1, .started = ast_tvnow() };
@@ -715,20 +751,28 @@ static int convai_exec(struct ast_channel *chan, const char *data)
 		AST_APP_ARG(options);
 	);
 
+	/* Which of our two names the dialplan used: pbx_exec() set it, under this lock, before calling us. */
+	ast_channel_lock(chan);
+	ast_copy_string(call.app, S_OR(ast_channel_appl(chan), app), sizeof(call.app));
+	ast_channel_unlock(chan);
+
 	parse = ast_strdupa(S_OR(data, ""));
 	AST_STANDARD_APP_ARGS(args, parse);
 	if (ast_strlen_zero(args.agent)) {
 		ast_log(LOG_WARNING, "%s: %s requires an agent name, e.g. %s(sales_agent)\n",
-			ast_channel_name(chan), app, app);
+			ast_channel_name(chan), call.app, call.app);
 		convai_call_end(&call, CONVAI_STATUS_CONFIG_ERROR, "no agent name given");
 	} else if (convai_parse_options(args.options, &flags)) {
-		ast_log(LOG_WARNING, "%s: %s: invalid options '%s' (known: h)\n", ast_channel_name(chan), app, args.options);
+		ast_log(LOG_WARNING, "%s: %s: invalid options '%s' (known: h)\n", ast_channel_name(chan), call.app,
+			args.options);
 		convai_call_end(&call, CONVAI_STATUS_CONFIG_ERROR, "invalid options");
 	} else if (!(call.agent = convai_agent_get(args.agent))) {
-		ast_log(LOG_WARNING, "%s: %s: no agent '%s' in elevenlabs.conf\n", ast_channel_name(chan), app, args.agent);
+		ast_log(LOG_WARNING, "%s: %s: no agent '%s' in elevenlabs.conf\n", ast_channel_name(chan), call.app,
+			args.agent);
 		convai_call_end(&call, CONVAI_STATUS_CONFIG_ERROR, "unknown agent");
 	} else if (!convai_call_start(&call)) {
-		ast_verb(3, "%s: talking to ElevenLabs agent '%s'\n", ast_channel_name(chan), call.agent->name);
+		ast_verb(3, "%s: talking to agent '%s' (provider %s)\n", ast_channel_name(chan), call.agent->name,
+			convai_provider_name(call.agent->provider));
 		convai_call_run(&call);
 	}
 	return convai_call_finish(&call, args.agent, ast_test_flag(&flags, OPT_HANGUP_ON_END));
@@ -788,6 +832,7 @@ static int unload_module(void)
 	}
 	convai_cli_unregister();
 	convai_manager_unregister();
+	ast_unregister_application(app_neutral);
 	ast_unregister_application(app);
 	ast_unregister_atexit(convai_atexit);
 	convai_embed_stop(CONVAI_SHUTDOWN_TIMEOUT_MS);
@@ -807,17 +852,28 @@ static int load_module(void)
 	 * Registered with no module (NULL), like CLI commands in convai_cli.c: tied to
 	 * the module, "module unload -f" would hang up every live call before our
 	 * refusal, and "-h" would free the module under a registered application. The
-	 * code stays mapped for the life of the process (convai_pin_code()).
+	 * code stays mapped for the life of the process (convai_pin_code()). Both names
+	 * run convai_exec(); the second one's failure takes the first back.
 	 */
 	if (ast_register_application2(app, convai_exec, NULL, NULL, NULL)) {
-		convai_config_release();
-		return AST_MODULE_LOAD_DECLINE;
+		goto decline;
+	}
+	if (ast_register_application2(app_neutral, convai_exec, NULL, NULL, NULL)) {
+		/* Asterisk logged why (most likely another module's application of that name). */
+		ast_unregister_application(app);
+		goto decline;
 	}
 	convai_cli_register();
 	convai_manager_register();
 	convai_prometheus_attach();
 	ast_register_atexit(convai_atexit);
 	return AST_MODULE_LOAD_SUCCESS;
+
+decline:
+	/* A declined module leaves no pyconvai threads behind (no atexit would stop them). */
+	convai_embed_stop(CONVAI_SHUTDOWN_TIMEOUT_MS);
+	convai_config_release();
+	return AST_MODULE_LOAD_DECLINE;
 }
 
 AST_MODULE_INFO(ASTERISK_GPL_KEY, AST_MODFLAG_LOAD_ORDER, "ElevenLabs Conversational AI",

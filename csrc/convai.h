@@ -30,6 +30,7 @@
 #include "convai_wire.h"
 
 #include "asterisk/channel.h"
+#include "asterisk/pbx.h"
 #include "asterisk/time.h"
 
 struct ast_channel;
@@ -43,6 +44,8 @@ struct ast_variable;
 struct ao2_container;
 
 #define CONVAI_APP "ElevenLabsConversationalAI"
+/*! The same application under a name that fits every provider. */
+#define CONVAI_APP_NEUTRAL "AIConversation"
 
 /*! \brief How a conversation ended: ELEVENLABS_STATUS. */
 enum convai_status {
@@ -71,6 +74,14 @@ struct convai_general {
 	);
 	int debug;
 	unsigned int max_concurrent_calls;
+};
+
+/*! \brief Who an agent talks through: elevenlabs.conf's provider. */
+enum convai_provider {
+	CONVAI_PROVIDER_ELEVENLABS,
+	/*! A WebSocket server of the administrator's (websocket_url). */
+	CONVAI_PROVIDER_WEBSOCKET,
+	CONVAI_PROVIDER_OPENAI_REALTIME,
 };
 
 /*! \brief Overrides an agent may send (they must also be enabled at ElevenLabs). */
@@ -105,7 +116,26 @@ struct convai_agent {
 		AST_STRING_FIELD(dtmf_to_agent);
 		/*! none, ring, moh or moh:<class>. */
 		AST_STRING_FIELD(while_connecting);
+		/*! provider = websocket: the server, its token and what the session asks for. */
+		AST_STRING_FIELD(websocket_url);
+		AST_STRING_FIELD(websocket_auth_token);
+		AST_STRING_FIELD(voice);
+		AST_STRING_FIELD(system_prompt);
+		/*! provider = websocket or openai_realtime. */
+		AST_STRING_FIELD(language);
+		AST_STRING_FIELD(initial_message);
+		/*! provider = openai_realtime: the key, given one of three ways as for ElevenLabs. */
+		AST_STRING_FIELD(openai_api_key);
+		AST_STRING_FIELD(openai_api_key_file);
+		AST_STRING_FIELD(openai_api_key_env);
+		/*! The OpenAI key in use, from whichever of the three sources is set. */
+		AST_STRING_FIELD(openai_key);
+		AST_STRING_FIELD(openai_model);
+		AST_STRING_FIELD(openai_voice);
+		AST_STRING_FIELD(instructions);
+		AST_STRING_FIELD(openai_url);
 	);
+	enum convai_provider provider;
 	int send_caller_number;
 	unsigned int buffer_ms;
 	unsigned int max_connection_attempts;
@@ -122,6 +152,11 @@ struct convai_agent {
 	int client_tools_via_ami;
 	unsigned int client_tool_timeout_seconds;
 	int debug;
+	/*! Voice activity detection of the websocket and openai_realtime providers. */
+	int vad_enabled;
+	/*! 0.0 to 1.0. */
+	double vad_threshold;
+	unsigned int vad_silence_duration_ms;
 };
 
 /*! \brief A whole elevenlabs.conf; a call keeps the snapshot it started with. */
@@ -171,7 +206,16 @@ struct convai_agent *convai_agent_get(const char *name);
  */
 const char *convai_venv_path(void);
 
-/*! \brief Where the agent's key came from, for the CLI. */
+/*! \brief elevenlabs.conf's name of \a provider, also what Python is given ("elevenlabs"...). */
+const char *convai_provider_name(enum convai_provider provider);
+
+/*!
+ * \brief The secret of the agent's provider: the ElevenLabs or OpenAI key in use, the
+ * WebSocket auth token ("" when there is none). For the CLI, which redacts it.
+ */
+const char *convai_agent_secret(const struct convai_agent *agent);
+
+/*! \brief Where convai_agent_secret() came from, for the CLI. */
 const char *convai_key_source(const struct convai_agent *agent);
 
 /*! \brief Whether calls of \a agent log at debug level. */
@@ -223,6 +267,8 @@ enum convai_connecting_sound {
 /*! \brief One conversation, on the stack of the channel thread that runs it. */
 struct convai_call {
 	struct ast_channel *chan;
+	/*! The application as the dialplan named it (CONVAI_APP or CONVAI_APP_NEUTRAL), for the log. */
+	char app[AST_MAX_APP];
 	struct convai_agent *agent;
 	struct convai_ring *uplink;
 	struct convai_ring *downlink;

@@ -78,7 +78,8 @@ static char *convai_cli_show_agents(struct ast_cli_entry *e, int cmd, struct ast
 	case CLI_INIT:
 		e->command = "elevenlabs show agents";
 		e->usage = "Usage: elevenlabs show agents\n"
-			"       List the agents of elevenlabs.conf (API keys redacted).\n";
+			"       List the agents of elevenlabs.conf and their providers (API keys and\n"
+			"       tokens redacted).\n";
 		return NULL;
 	case CLI_GENERATE:
 		return NULL;
@@ -91,15 +92,18 @@ static char *convai_cli_show_agents(struct ast_cli_entry *e, int cmd, struct ast
 		ast_cli(a->fd, "No configuration loaded (see the log for elevenlabs.conf errors).\n");
 		return CLI_SUCCESS;
 	}
-	ast_cli(a->fd, "%-20s %-32s %-12s %-9s %-8s %-7s %-5s\n",
-		"Agent", "Agent ID", "API key", "Buffer", "Attempts", "Timeout", "Debug");
+	/* Provider: 15 wide, the length of "openai_realtime". */
+	ast_cli(a->fd, "%-20s %-15s %-32s %-12s %-9s %-8s %-7s %-5s\n",
+		"Agent", "Provider", "Agent ID", "API key", "Buffer", "Attempts", "Timeout", "Debug");
 	it = ao2_iterator_init(cfg->agents, 0);
 	for (; (agent = ao2_iterator_next(&it)); ao2_ref(agent, -1)) {
 		/* The redacted key has a 3-byte ellipsis: pad by hand to keep the columns. */
-		const char *shown = convai_redact(agent->key, key, sizeof(key));
+		const char *shown = convai_redact(convai_agent_secret(agent), key, sizeof(key));
 
-		ast_cli(a->fd, "%-20s %-32s %s%*s %6u ms %-8u %5u s %-5s\n",
-			agent->name, agent->agent_id, shown, 12 - convai_utf8_len(shown), "",
+		ast_cli(a->fd, "%-20s %-15s %-32s %s%*s %6u ms %-8u %5u s %-5s\n",
+			agent->name, convai_provider_name(agent->provider),
+			agent->provider == CONVAI_PROVIDER_ELEVENLABS ? agent->agent_id : "-",
+			shown, 12 - convai_utf8_len(shown), "",
 			agent->buffer_ms, agent->max_connection_attempts, agent->connection_timeout_seconds,
 			AST_CLI_YESNO(convai_agent_debug(agent)));
 	}
@@ -129,18 +133,50 @@ static char *convai_complete_agent(const char *word)
 	return NULL;
 }
 
+/*! \internal \brief The keys of the agent's provider, its secret redacted as in "show agents". */
+static void convai_cli_show_provider(int fd, const struct convai_agent *agent)
+{
+	char key[32];
+	const char *secret = convai_redact(convai_agent_secret(agent), key, sizeof(key));
+
+	switch (agent->provider) {
+	case CONVAI_PROVIDER_ELEVENLABS:
+		ast_cli(fd, "Agent ID:             %s\n", agent->agent_id);
+		ast_cli(fd, "API key:              %s (from %s)\n", secret, convai_key_source(agent));
+		ast_cli(fd, "Signed URL endpoint:  %s\n", agent->signed_url_endpoint);
+		return;
+	case CONVAI_PROVIDER_WEBSOCKET:
+		ast_cli(fd, "WebSocket URL:        %s\n", agent->websocket_url);
+		ast_cli(fd, "Auth token:           %s (from %s)\n", secret, convai_key_source(agent));
+		ast_cli(fd, "Voice:                %s\n", S_OR(agent->voice, "(server default)"));
+		ast_cli(fd, "System prompt:        %s\n", S_OR(agent->system_prompt, "(none)"));
+		break;
+	case CONVAI_PROVIDER_OPENAI_REALTIME:
+		ast_cli(fd, "OpenAI URL:           %s\n", agent->openai_url);
+		ast_cli(fd, "API key:              %s (from %s)\n", secret, convai_key_source(agent));
+		ast_cli(fd, "Model:                %s\n", agent->openai_model);
+		ast_cli(fd, "Voice:                %s\n", agent->openai_voice);
+		ast_cli(fd, "Instructions:         %s\n", S_OR(agent->instructions, "(none)"));
+		break;
+	}
+	ast_cli(fd, "Language:             %s\n", S_OR(agent->language, "(not set)"));
+	ast_cli(fd, "Initial message:      %s\n", S_OR(agent->initial_message, "(none)"));
+	ast_cli(fd, "Voice activity:       %s, threshold %g, %u ms of silence ends a turn\n",
+		agent->vad_enabled ? "on" : "off", agent->vad_threshold, agent->vad_silence_duration_ms);
+}
+
 static char *convai_cli_show_agent(struct ast_cli_entry *e, int cmd, struct ast_cli_args *a)
 {
 	RAII_VAR(struct convai_agent *, agent, NULL, ao2_cleanup);
 	struct ast_variable *var;
-	char key[32];
 	size_t i;
 
 	switch (cmd) {
 	case CLI_INIT:
 		e->command = "elevenlabs show agent";
 		e->usage = "Usage: elevenlabs show agent <name>\n"
-			"       Show one agent's settings (API key redacted) and its live calls.\n";
+			"       Show one agent's provider, its settings (API keys and tokens redacted)\n"
+			"       and its live calls.\n";
 		return NULL;
 	case CLI_GENERATE:
 		return a->pos == 3 ? convai_complete_agent(a->word) : NULL;
@@ -154,10 +190,8 @@ static char *convai_cli_show_agent(struct ast_cli_entry *e, int cmd, struct ast_
 		return CLI_FAILURE;
 	}
 	ast_cli(a->fd, "Agent:                %s\n", agent->name);
-	ast_cli(a->fd, "Agent ID:             %s\n", agent->agent_id);
-	ast_cli(a->fd, "API key:              %s (from %s)\n", convai_redact(agent->key, key, sizeof(key)),
-		convai_key_source(agent));
-	ast_cli(a->fd, "Signed URL endpoint:  %s\n", agent->signed_url_endpoint);
+	ast_cli(a->fd, "Provider:             %s\n", convai_provider_name(agent->provider));
+	convai_cli_show_provider(a->fd, agent);
 	ast_cli(a->fd, "Caller audio chunks:  %u ms\n", agent->buffer_ms);
 	ast_cli(a->fd, "Connection:           %u attempt(s), %u s each\n", agent->max_connection_attempts,
 		agent->connection_timeout_seconds);
@@ -167,16 +201,19 @@ static char *convai_cli_show_agent(struct ast_cli_entry *e, int cmd, struct ast_
 	ast_cli(a->fd, "Max concurrent calls: %u (0: no limit)\n", agent->max_concurrent_calls);
 	ast_cli(a->fd, "Live calls:           %d\n", convai_usage_calls(agent->name));
 	ast_cli(a->fd, "Debug:                %s\n", AST_CLI_YESNO(convai_agent_debug(agent)));
-	ast_cli(a->fd, "Overrides allowed:   ");
-	for (i = 0; i < convai_override_count; i++) {
-		if (agent->allowed_overrides & convai_override_fields[i].flag) {
-			const char *value = CONVAI_FIELD(agent, convai_override_fields[i].offset);
+	/* Overrides are ElevenLabs' own: other providers ignore them (see convai_settings_list()). */
+	if (agent->provider == CONVAI_PROVIDER_ELEVENLABS) {
+		ast_cli(a->fd, "Overrides allowed:   ");
+		for (i = 0; i < convai_override_count; i++) {
+			if (agent->allowed_overrides & convai_override_fields[i].flag) {
+				const char *value = CONVAI_FIELD(agent, convai_override_fields[i].offset);
 
-			ast_cli(a->fd, " %s%s%s%s", convai_override_fields[i].name, ast_strlen_zero(value) ? "" : " (\"",
-				S_OR(value, ""), ast_strlen_zero(value) ? "" : "\")");
+				ast_cli(a->fd, " %s%s%s%s", convai_override_fields[i].name, ast_strlen_zero(value) ? "" : " (\"",
+					S_OR(value, ""), ast_strlen_zero(value) ? "" : "\")");
+			}
 		}
+		ast_cli(a->fd, "%s\n", agent->allowed_overrides ? "" : " none");
 	}
-	ast_cli(a->fd, "%s\n", agent->allowed_overrides ? "" : " none");
 	ast_cli(a->fd, "Dynamic variables:    caller_number, caller_name, called_number, call_uniqueid, ELEVENLABS_VAR_*\n");
 	for (var = agent->dynamic_variables; var; var = var->next) {
 		/* ElevenLabs keeps secret__ variables out of its logs: so do we. */
@@ -287,7 +324,8 @@ static char *convai_cli_check(struct ast_cli_entry *e, int cmd, struct ast_cli_a
 			"       Read the agent from the ElevenLabs API with its key and check what a call\n"
 			"       needs: audio formats, authentication against the key, the overrides in\n"
 			"       allow_overrides, the client tools, the client events; then fetch a signed\n"
-			"       URL. Waits at most the agent's connection_timeout_seconds.\n";
+			"       URL. Waits at most the agent's connection_timeout_seconds. Agents of\n"
+			"       other providers (websocket, openai_realtime) are not checked.\n";
 		return NULL;
 	case CLI_GENERATE:
 		if (a->pos == 2) {

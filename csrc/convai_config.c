@@ -44,6 +44,14 @@
 #endif
 
 #define CONVAI_DEFAULT_ENDPOINT "https://api.elevenlabs.io/v1/convai/conversation/get-signed-url"
+#define CONVAI_DEFAULT_OPENAI_URL "wss://api.openai.com/v1/realtime"
+
+/*! Which providers an option applies to: a set of these bits. */
+#define CONVAI_FOR(provider) (1U << (provider))
+#define CONVAI_FOR_ELEVENLABS CONVAI_FOR(CONVAI_PROVIDER_ELEVENLABS)
+#define CONVAI_FOR_WEBSOCKET CONVAI_FOR(CONVAI_PROVIDER_WEBSOCKET)
+#define CONVAI_FOR_OPENAI CONVAI_FOR(CONVAI_PROVIDER_OPENAI_REALTIME)
+#define CONVAI_FOR_ALL (CONVAI_FOR_ELEVENLABS | CONVAI_FOR_WEBSOCKET | CONVAI_FOR_OPENAI)
 
 /* The configInfo documentation of elevenlabs.conf: convai_config_doc.xml (the Makefile adds it). */
 
@@ -56,6 +64,33 @@ const struct convai_override_field convai_override_fields[] = {
 };
 
 const size_t convai_override_count = ARRAY_LEN(convai_override_fields);
+
+/*! What provider = accepts, indexed by enum convai_provider; Python is given the same names. */
+static const char *const convai_provider_names[] = {
+	[CONVAI_PROVIDER_ELEVENLABS] = "elevenlabs",
+	[CONVAI_PROVIDER_WEBSOCKET] = "websocket",
+	[CONVAI_PROVIDER_OPENAI_REALTIME] = "openai_realtime",
+};
+
+/*! \brief An API key given one of three ways: NAME, NAME_file or NAME_env. */
+struct convai_key_option {
+	const char *name;
+	size_t value;
+	size_t file;
+	size_t env;
+	/*! Where the key in use goes. */
+	size_t resolved;
+};
+
+static const struct convai_key_option convai_elevenlabs_key = {
+	"elevenlabs_api_key", offsetof(struct convai_agent, api_key), offsetof(struct convai_agent, api_key_file),
+	offsetof(struct convai_agent, api_key_env), offsetof(struct convai_agent, key),
+};
+
+static const struct convai_key_option convai_openai_key = {
+	"openai_api_key", offsetof(struct convai_agent, openai_api_key), offsetof(struct convai_agent, openai_api_key_file),
+	offsetof(struct convai_agent, openai_api_key_env), offsetof(struct convai_agent, openai_key),
+};
 
 /*! \brief Live calls of one agent name (kept across reloads). */
 struct convai_usage {
@@ -80,6 +115,7 @@ static const struct convai_range convai_agent_ranges[] = {
 	{ "max_concurrent_calls", "0", 0, 100000, offsetof(struct convai_agent, max_concurrent_calls) },
 	{ "dtmf_timeout_ms", "2000", 200, 10000, offsetof(struct convai_agent, dtmf_timeout_ms) },
 	{ "client_tool_timeout_seconds", "10", 1, 120, offsetof(struct convai_agent, client_tool_timeout_seconds) },
+	{ "vad_silence_duration_ms", "500", 100, 5000, offsetof(struct convai_agent, vad_silence_duration_ms) },
 };
 
 static const struct convai_range convai_general_ranges[] = {
@@ -320,55 +356,146 @@ static int convai_allow_overrides_handler(const struct aco_option *opt, struct a
 	return 0;
 }
 
-/*! \internal \brief Warn when a key file can be read by others than Asterisk's user. */
-static void convai_check_key_file(const struct convai_agent *agent)
+/*! \internal \brief "provider = elevenlabs|websocket|openai_realtime". */
+static int convai_provider_handler(const struct aco_option *opt, struct ast_variable *var, void *obj)
 {
+	struct convai_agent *agent = obj;
+	size_t i;
+
+	for (i = 0; i < ARRAY_LEN(convai_provider_names); i++) {
+		if (!strcasecmp(var->value, convai_provider_names[i])) {
+			agent->provider = i;
+			return 0;
+		}
+	}
+	ast_log(LOG_ERROR, "elevenlabs.conf: [%s] provider = '%s' is not elevenlabs, websocket or openai_realtime "
+		"(line %d)\n", agent->name, var->value, var->lineno);
+	return -1;
+}
+
+/*! \internal \brief "vad_threshold = 0.0 to 1.0". */
+static int convai_vad_threshold_handler(const struct aco_option *opt, struct ast_variable *var, void *obj)
+{
+	struct convai_agent *agent = obj;
+	double value;
+
+	/* Written as !(in range) so that "nan", which compares false both ways, is refused too. */
+	if (ast_parse_arg(var->value, PARSE_DOUBLE, &value) || !(value >= 0.0 && value <= 1.0)) {
+		ast_log(LOG_ERROR, "elevenlabs.conf: [%s] vad_threshold = '%s' is not a number from 0.0 to 1.0 "
+			"(line %d)\n", agent->name, var->value, var->lineno);
+		return -1;
+	}
+	agent->vad_threshold = value;
+	return 0;
+}
+
+/*! \internal \brief Set the string field at \a offset, as ast_string_field_set() does a named one. */
+static void convai_field_set(struct convai_agent *agent, size_t offset, const char *value)
+{
+	ast_string_field_ptr_set(agent, (ast_string_field *) ((char *) agent + offset), value);
+}
+
+/*! \internal \brief Warn when a key file can be read by others than Asterisk's user. */
+static void convai_check_key_file(const struct convai_agent *agent, const struct convai_key_option *option)
+{
+	const char *file = CONVAI_FIELD(agent, option->file);
 	struct stat st;
 
-	if (!stat(agent->api_key_file, &st) && (st.st_mode & (S_IRWXG | S_IRWXO))) {
-		ast_log(LOG_WARNING, "elevenlabs.conf: [%s] elevenlabs_api_key_file %s can be read by others "
-			"(mode %03o); make it 0600 and owned by Asterisk's user\n", agent->name, agent->api_key_file,
+	if (!stat(file, &st) && (st.st_mode & (S_IRWXG | S_IRWXO))) {
+		ast_log(LOG_WARNING, "elevenlabs.conf: [%s] %s_file %s can be read by others "
+			"(mode %03o); make it 0600 and owned by Asterisk's user\n", agent->name, option->name, file,
 			(unsigned int) (st.st_mode & 0777));
 	}
 }
 
-/*! \internal \brief Fill agent->key from the one source configured; errors name the key. */
-static int convai_resolve_key(struct convai_agent *agent)
+/*!
+ * \internal \brief Fill the key in use from the one source of \a option configured; errors name
+ * the key. \a required: no source at all is an error too (else it leaves the key empty).
+ */
+static int convai_resolve_key(struct convai_agent *agent, const struct convai_key_option *option, int required)
 {
-	int sources = !ast_strlen_zero(agent->api_key) + !ast_strlen_zero(agent->api_key_file)
-		+ !ast_strlen_zero(agent->api_key_env);
+	const char *inline_key = CONVAI_FIELD(agent, option->value);
+	const char *file = CONVAI_FIELD(agent, option->file);
+	const char *env = CONVAI_FIELD(agent, option->env);
+	int sources = !ast_strlen_zero(inline_key) + !ast_strlen_zero(file) + !ast_strlen_zero(env);
 	char *text;
 	const char *value;
 
 	if (sources > 1) {
-		ast_log(LOG_ERROR, "elevenlabs.conf: [%s] set only one of elevenlabs_api_key, elevenlabs_api_key_file "
-			"and elevenlabs_api_key_env\n", agent->name);
+		ast_log(LOG_ERROR, "elevenlabs.conf: [%s] set only one of %s, %s_file and %s_env\n", agent->name,
+			option->name, option->name, option->name);
 		return -1;
 	}
-	if (!ast_strlen_zero(agent->api_key_file)) {
-		text = ast_read_textfile(agent->api_key_file);
+	if (!sources && required) {
+		ast_log(LOG_ERROR, "elevenlabs.conf: [%s] provider = %s needs one of %s, %s_file and %s_env\n",
+			agent->name, convai_provider_name(agent->provider), option->name, option->name, option->name);
+		return -1;
+	}
+	if (!ast_strlen_zero(file)) {
+		text = ast_read_textfile(file);
 		if (!text || ast_strlen_zero(ast_strip(text))) {
-			ast_log(LOG_ERROR, "elevenlabs.conf: [%s] elevenlabs_api_key_file: cannot read a key from %s\n",
-				agent->name, agent->api_key_file);
+			ast_log(LOG_ERROR, "elevenlabs.conf: [%s] %s_file: cannot read a key from %s\n",
+				agent->name, option->name, file);
 			ast_free(text);
 			return -1;
 		}
-		ast_string_field_set(agent, key, ast_strip(text));
+		convai_field_set(agent, option->resolved, ast_strip(text));
 		ast_free(text);
-		convai_check_key_file(agent);
-	} else if (!ast_strlen_zero(agent->api_key_env)) {
-		value = getenv(agent->api_key_env);
+		convai_check_key_file(agent, option);
+	} else if (!ast_strlen_zero(env)) {
+		value = getenv(env);
 		if (ast_strlen_zero(value)) {
-			ast_log(LOG_ERROR, "elevenlabs.conf: [%s] elevenlabs_api_key_env: environment variable %s is not set\n",
-				agent->name, agent->api_key_env);
+			ast_log(LOG_ERROR, "elevenlabs.conf: [%s] %s_env: environment variable %s is not set\n",
+				agent->name, option->name, env);
 			return -1;
 		}
-		ast_string_field_set(agent, key, value);
+		convai_field_set(agent, option->resolved, value);
 	} else {
-		ast_string_field_set(agent, key, agent->api_key);
+		convai_field_set(agent, option->resolved, inline_key);
 	}
 	return 0;
 }
+
+/*! \brief A string option of an agent: its default beside its field, and the providers it is for. */
+struct convai_string_option {
+	const char *name;
+	const char *default_value;
+	size_t offset;
+	/*! CONVAI_FOR bits: set for another provider, it is ignored (with a warning). */
+	unsigned int providers;
+};
+
+static const struct convai_string_option convai_agent_strings[] = {
+	{ "elevenlabs_agent_id", "", offsetof(struct convai_agent, agent_id), CONVAI_FOR_ELEVENLABS },
+	{ "elevenlabs_api_key", "", offsetof(struct convai_agent, api_key), CONVAI_FOR_ELEVENLABS },
+	{ "elevenlabs_api_key_file", "", offsetof(struct convai_agent, api_key_file), CONVAI_FOR_ELEVENLABS },
+	{ "elevenlabs_api_key_env", "", offsetof(struct convai_agent, api_key_env), CONVAI_FOR_ELEVENLABS },
+	{ "elevenlabs_get_signed_url_endpoint", CONVAI_DEFAULT_ENDPOINT, offsetof(struct convai_agent, signed_url_endpoint),
+		CONVAI_FOR_ELEVENLABS },
+	{ "override_first_message", "", offsetof(struct convai_agent, override_first_message), CONVAI_FOR_ELEVENLABS },
+	{ "override_prompt", "", offsetof(struct convai_agent, override_prompt), CONVAI_FOR_ELEVENLABS },
+	{ "override_language", "", offsetof(struct convai_agent, override_language), CONVAI_FOR_ELEVENLABS },
+	{ "override_voice_id", "", offsetof(struct convai_agent, override_voice_id), CONVAI_FOR_ELEVENLABS },
+	{ "max_call_duration_message", "", offsetof(struct convai_agent, max_call_duration_message), CONVAI_FOR_ALL },
+	{ "transfer_context", "", offsetof(struct convai_agent, transfer_context), CONVAI_FOR_ALL },
+	{ "transfer_tool", "transfer_call", offsetof(struct convai_agent, transfer_tool), CONVAI_FOR_ALL },
+	{ "dtmf_tool", "play_keypad_touch_tone", offsetof(struct convai_agent, dtmf_tool), CONVAI_FOR_ALL },
+	{ "dtmf_to_agent", "user_message", offsetof(struct convai_agent, dtmf_to_agent), CONVAI_FOR_ALL },
+	{ "while_connecting", "none", offsetof(struct convai_agent, while_connecting), CONVAI_FOR_ALL },
+	{ "websocket_url", "", offsetof(struct convai_agent, websocket_url), CONVAI_FOR_WEBSOCKET },
+	{ "websocket_auth_token", "", offsetof(struct convai_agent, websocket_auth_token), CONVAI_FOR_WEBSOCKET },
+	{ "voice", "", offsetof(struct convai_agent, voice), CONVAI_FOR_WEBSOCKET },
+	{ "system_prompt", "", offsetof(struct convai_agent, system_prompt), CONVAI_FOR_WEBSOCKET },
+	{ "language", "", offsetof(struct convai_agent, language), CONVAI_FOR_WEBSOCKET | CONVAI_FOR_OPENAI },
+	{ "initial_message", "", offsetof(struct convai_agent, initial_message), CONVAI_FOR_WEBSOCKET | CONVAI_FOR_OPENAI },
+	{ "openai_api_key", "", offsetof(struct convai_agent, openai_api_key), CONVAI_FOR_OPENAI },
+	{ "openai_api_key_file", "", offsetof(struct convai_agent, openai_api_key_file), CONVAI_FOR_OPENAI },
+	{ "openai_api_key_env", "", offsetof(struct convai_agent, openai_api_key_env), CONVAI_FOR_OPENAI },
+	{ "openai_model", "gpt-realtime", offsetof(struct convai_agent, openai_model), CONVAI_FOR_OPENAI },
+	{ "openai_voice", "marin", offsetof(struct convai_agent, openai_voice), CONVAI_FOR_OPENAI },
+	{ "instructions", "", offsetof(struct convai_agent, instructions), CONVAI_FOR_OPENAI },
+	{ "openai_url", CONVAI_DEFAULT_OPENAI_URL, offsetof(struct convai_agent, openai_url), CONVAI_FOR_OPENAI },
+};
 
 /*! \internal \brief An override value the agent does not allow would never be sent: say so. */
 static void convai_warn_unsent_overrides(const struct convai_agent *agent)
@@ -385,19 +512,30 @@ static void convai_warn_unsent_overrides(const struct convai_agent *agent)
 	}
 }
 
-/*! \internal \brief https://, or http:// to this machine (a local test server, a local proxy). */
-static int convai_endpoint_is_private(const char *url)
+/*! \internal \brief Whether \a url starts with \a scheme and "://". */
+static int convai_url_has_scheme(const char *url, const char *scheme)
+{
+	size_t len = strlen(scheme);
+
+	return !strncasecmp(url, scheme, len) && !strncmp(url + len, "://", 3);
+}
+
+/*!
+ * \internal \brief A \a secure URL (https, wss), or a \a plain one (http, ws) to this machine:
+ * a local test server, a local proxy. Keys and audio never cross the network in clear text.
+ */
+static int convai_endpoint_is_private(const char *url, const char *secure, const char *plain)
 {
 	const char *host;
 	size_t len;
 
-	if (!strncasecmp(url, "https://", 8)) {
+	if (convai_url_has_scheme(url, secure)) {
 		return 1;
 	}
-	if (strncasecmp(url, "http://", 7)) {
+	if (!convai_url_has_scheme(url, plain)) {
 		return 0;
 	}
-	host = url + 7;
+	host = url + strlen(plain) + 3;
 	len = host[0] == '[' ? strcspn(host, "]") + 1 : strcspn(host, ":/?#");
 	return (len == 9 && !strncasecmp(host, "localhost", 9)) || (len == 5 && !strncmp(host, "[::1]", 5))
 		|| (len >= 7 && !strncmp(host, "127.", 4) && strspn(host, "0123456789.") == len);
@@ -431,6 +569,78 @@ static int convai_check_call_control(const struct convai_agent *agent)
 	return res;
 }
 
+/*! \internal \brief Options set for another provider are ignored: say which. */
+static void convai_warn_ignored(const struct convai_agent *agent)
+{
+	const char *provider = convai_provider_name(agent->provider);
+	size_t i;
+
+	for (i = 0; i < ARRAY_LEN(convai_agent_strings); i++) {
+		const struct convai_string_option *option = &convai_agent_strings[i];
+
+		if (!(option->providers & CONVAI_FOR(agent->provider))
+			&& strcmp(CONVAI_FIELD(agent, option->offset), option->default_value)) {
+			ast_log(LOG_WARNING, "elevenlabs.conf: [%s] %s is ignored with provider = %s\n", agent->name,
+				option->name, provider);
+		}
+	}
+	if (agent->allowed_overrides && agent->provider != CONVAI_PROVIDER_ELEVENLABS) {
+		ast_log(LOG_WARNING, "elevenlabs.conf: [%s] allow_overrides is ignored with provider = %s\n",
+			agent->name, provider);
+	}
+}
+
+/*!
+ * \internal \brief What the agent's provider needs. Only its own key is resolved: a key file
+ * of another provider's, ignored, cannot fail the configuration.
+ */
+static int convai_check_provider(struct convai_agent *agent)
+{
+	int res = 0;
+
+	convai_warn_ignored(agent);
+	switch (agent->provider) {
+	case CONVAI_PROVIDER_ELEVENLABS:
+		if (ast_strlen_zero(agent->agent_id)) {
+			ast_log(LOG_ERROR, "elevenlabs.conf: [%s] is missing the required key elevenlabs_agent_id\n",
+				agent->name);
+			res = -1;
+		}
+		if (!convai_endpoint_is_private(agent->signed_url_endpoint, "https", "http")) {
+			ast_log(LOG_ERROR, "elevenlabs.conf: [%s] elevenlabs_get_signed_url_endpoint must be an https:// URL "
+				"(http:// only to this machine: the API key would cross the network in clear text)\n",
+				agent->name);
+			res = -1;
+		}
+		if (convai_resolve_key(agent, &convai_elevenlabs_key, 0)) {
+			res = -1;
+		}
+		convai_warn_unsent_overrides(agent);
+		break;
+	case CONVAI_PROVIDER_WEBSOCKET:
+		if (ast_strlen_zero(agent->websocket_url)) {
+			ast_log(LOG_ERROR, "elevenlabs.conf: [%s] provider = websocket needs websocket_url\n", agent->name);
+			res = -1;
+		} else if (!convai_endpoint_is_private(agent->websocket_url, "wss", "ws")) {
+			ast_log(LOG_ERROR, "elevenlabs.conf: [%s] websocket_url must be a wss:// URL (ws:// only to this "
+				"machine: the token and the call's audio would cross the network in clear text)\n", agent->name);
+			res = -1;
+		}
+		break;
+	case CONVAI_PROVIDER_OPENAI_REALTIME:
+		if (!convai_endpoint_is_private(agent->openai_url, "wss", "ws")) {
+			ast_log(LOG_ERROR, "elevenlabs.conf: [%s] openai_url must be a wss:// URL (ws:// only to this "
+				"machine: the API key and the call's audio would cross the network in clear text)\n", agent->name);
+			res = -1;
+		}
+		if (convai_resolve_key(agent, &convai_openai_key, 1)) {
+			res = -1;
+		}
+		break;
+	}
+	return res;
+}
+
 /*! \internal \brief Checks ACO cannot express; runs before a new config is applied. */
 static int convai_config_validate(void)
 {
@@ -445,24 +655,12 @@ static int convai_config_validate(void)
 	}
 	it = ao2_iterator_init(cfg->agents, 0);
 	for (; (agent = ao2_iterator_next(&it)); ao2_ref(agent, -1)) {
-		if (ast_strlen_zero(agent->agent_id)) {
-			ast_log(LOG_ERROR, "elevenlabs.conf: [%s] is missing the required key elevenlabs_agent_id\n",
-				agent->name);
-			res = -1;
-		}
-		if (!convai_endpoint_is_private(agent->signed_url_endpoint)) {
-			ast_log(LOG_ERROR, "elevenlabs.conf: [%s] elevenlabs_get_signed_url_endpoint must be an https:// URL "
-				"(http:// only to this machine: the API key would cross the network in clear text)\n",
-				agent->name);
-			res = -1;
-		}
-		if (convai_resolve_key(agent)) {
+		if (convai_check_provider(agent)) {
 			res = -1;
 		}
 		if (convai_check_call_control(agent)) {
 			res = -1;
 		}
-		convai_warn_unsent_overrides(agent);
 	}
 	ao2_iterator_destroy(&it);
 	return res;
@@ -479,31 +677,6 @@ static void convai_register_ranges(struct aco_type **types, const struct convai_
 			ranges[i].default_value, handler, 0);
 	}
 }
-
-/*! \brief A string option of an agent: its default beside its field. */
-struct convai_string_option {
-	const char *name;
-	const char *default_value;
-	size_t offset;
-};
-
-static const struct convai_string_option convai_agent_strings[] = {
-	{ "elevenlabs_agent_id", "", offsetof(struct convai_agent, agent_id) },
-	{ "elevenlabs_api_key", "", offsetof(struct convai_agent, api_key) },
-	{ "elevenlabs_api_key_file", "", offsetof(struct convai_agent, api_key_file) },
-	{ "elevenlabs_api_key_env", "", offsetof(struct convai_agent, api_key_env) },
-	{ "elevenlabs_get_signed_url_endpoint", CONVAI_DEFAULT_ENDPOINT, offsetof(struct convai_agent, signed_url_endpoint) },
-	{ "override_first_message", "", offsetof(struct convai_agent, override_first_message) },
-	{ "override_prompt", "", offsetof(struct convai_agent, override_prompt) },
-	{ "override_language", "", offsetof(struct convai_agent, override_language) },
-	{ "override_voice_id", "", offsetof(struct convai_agent, override_voice_id) },
-	{ "max_call_duration_message", "", offsetof(struct convai_agent, max_call_duration_message) },
-	{ "transfer_context", "", offsetof(struct convai_agent, transfer_context) },
-	{ "transfer_tool", "transfer_call", offsetof(struct convai_agent, transfer_tool) },
-	{ "dtmf_tool", "play_keypad_touch_tone", offsetof(struct convai_agent, dtmf_tool) },
-	{ "dtmf_to_agent", "user_message", offsetof(struct convai_agent, dtmf_to_agent) },
-	{ "while_connecting", "none", offsetof(struct convai_agent, while_connecting) },
-};
 
 static int convai_register_options(void)
 {
@@ -537,6 +710,12 @@ static int convai_register_options(void)
 		NULL, convai_client_tool_handler, 0);
 	aco_option_register(&convai_cfg_info, "client_tools_via_ami", ACO_EXACT, convai_agent_types,
 		"no", OPT_BOOL_T, 1, FLDSET(struct convai_agent, client_tools_via_ami));
+	aco_option_register_custom(&convai_cfg_info, "provider", ACO_EXACT, convai_agent_types,
+		"elevenlabs", convai_provider_handler, 0);
+	aco_option_register(&convai_cfg_info, "vad_enabled", ACO_EXACT, convai_agent_types,
+		"yes", OPT_BOOL_T, 1, FLDSET(struct convai_agent, vad_enabled));
+	aco_option_register_custom(&convai_cfg_info, "vad_threshold", ACO_EXACT, convai_agent_types,
+		"0.5", convai_vad_threshold_handler, 0);
 	convai_register_ranges(convai_agent_types, convai_agent_ranges, ARRAY_LEN(convai_agent_ranges),
 		convai_agent_range_handler);
 	return 0;
@@ -681,14 +860,47 @@ int convai_debug_everywhere(void)
 	return convai_debug_all;
 }
 
-const char *convai_key_source(const struct convai_agent *agent)
+const char *convai_provider_name(enum convai_provider provider)
 {
-	if (!ast_strlen_zero(agent->api_key_file)) {
+	return provider < ARRAY_LEN(convai_provider_names) ? convai_provider_names[provider] : "unknown";
+}
+
+const char *convai_agent_secret(const struct convai_agent *agent)
+{
+	switch (agent->provider) {
+	case CONVAI_PROVIDER_WEBSOCKET:
+		return agent->websocket_auth_token;
+	case CONVAI_PROVIDER_OPENAI_REALTIME:
+		return agent->openai_key;
+	case CONVAI_PROVIDER_ELEVENLABS:
+		break;
+	}
+	return agent->key;
+}
+
+/*! \internal \brief Where the key of \a option came from; \a none when there is no key. */
+static const char *convai_key_option_source(const struct convai_agent *agent, const struct convai_key_option *option,
+	const char *none)
+{
+	if (!ast_strlen_zero(CONVAI_FIELD(agent, option->file))) {
 		return "file";
-	} else if (!ast_strlen_zero(agent->api_key_env)) {
+	} else if (!ast_strlen_zero(CONVAI_FIELD(agent, option->env))) {
 		return "environment";
 	}
-	return ast_strlen_zero(agent->key) ? "none (public agent)" : "elevenlabs.conf";
+	return ast_strlen_zero(CONVAI_FIELD(agent, option->resolved)) ? none : "elevenlabs.conf";
+}
+
+const char *convai_key_source(const struct convai_agent *agent)
+{
+	switch (agent->provider) {
+	case CONVAI_PROVIDER_WEBSOCKET:
+		return ast_strlen_zero(agent->websocket_auth_token) ? "none (no token sent)" : "elevenlabs.conf";
+	case CONVAI_PROVIDER_OPENAI_REALTIME:
+		return convai_key_option_source(agent, &convai_openai_key, "none");
+	case CONVAI_PROVIDER_ELEVENLABS:
+		break;
+	}
+	return convai_key_option_source(agent, &convai_elevenlabs_key, "none (public agent)");
 }
 
 /* Per-call settings: the channel thread, before Python sees the call. */
@@ -764,6 +976,32 @@ static struct ast_variable *convai_setting_uint(struct ast_variable **head, stru
 }
 
 /*!
+ * \internal \brief The keys of the websocket and openai_realtime providers, sent for every
+ * provider ("" when unset) so that Python reads them all the same way.
+ */
+static struct ast_variable *convai_provider_settings(struct ast_variable **head, struct ast_variable *tail,
+	const struct convai_agent *agent)
+{
+	char threshold[32];
+
+	tail = convai_setting(head, tail, "websocket_url", agent->websocket_url);
+	tail = convai_setting(head, tail, "websocket_auth_token", agent->websocket_auth_token);
+	tail = convai_setting(head, tail, "voice", agent->voice);
+	tail = convai_setting(head, tail, "language", agent->language);
+	tail = convai_setting(head, tail, "system_prompt", agent->system_prompt);
+	tail = convai_setting(head, tail, "initial_message", agent->initial_message);
+	tail = convai_setting(head, tail, "vad_enabled", agent->vad_enabled ? "1" : "0");
+	snprintf(threshold, sizeof(threshold), "%g", agent->vad_threshold);
+	tail = convai_setting(head, tail, "vad_threshold", threshold);
+	tail = convai_setting_uint(head, tail, "vad_silence_duration_ms", agent->vad_silence_duration_ms);
+	tail = convai_setting(head, tail, "openai_api_key", agent->openai_key);
+	tail = convai_setting(head, tail, "openai_model", agent->openai_model);
+	tail = convai_setting(head, tail, "openai_voice", agent->openai_voice);
+	tail = convai_setting(head, tail, "instructions", agent->instructions);
+	return convai_setting(head, tail, "openai_url", agent->openai_url);
+}
+
+/*!
  * \internal \brief The call's settings as a list (see config.py for the keys). With no
  * channel (elevenlabs check agent), those of a call with no caller details.
  */
@@ -777,9 +1015,11 @@ static struct ast_variable *convai_settings_list(struct ast_channel *chan, const
 	tail = convai_setting(&head, tail, "channel", chan ? ast_channel_name(chan) : "CLI");
 	tail = convai_setting(&head, tail, "uniqueid", chan ? ast_channel_uniqueid(chan) : "");
 	tail = convai_setting(&head, tail, "agent", agent->name);
+	tail = convai_setting(&head, tail, "provider", convai_provider_name(agent->provider));
 	tail = convai_setting(&head, tail, "agent_id", agent->agent_id);
 	tail = convai_setting(&head, tail, "api_key", agent->key);
 	tail = convai_setting(&head, tail, "signed_url_endpoint", agent->signed_url_endpoint);
+	tail = convai_provider_settings(&head, tail, agent);
 	tail = convai_setting_uint(&head, tail, "buffer_ms", agent->buffer_ms);
 	tail = convai_setting_uint(&head, tail, "max_connection_attempts", agent->max_connection_attempts);
 	tail = convai_setting_uint(&head, tail, "connection_timeout_seconds", agent->connection_timeout_seconds);
@@ -817,13 +1057,16 @@ static struct ast_variable *convai_settings_list(struct ast_channel *chan, const
 			tail = convai_setting(&head, tail, name, var->value);
 		}
 	}
-	for (i = 0; i < ARRAY_LEN(convai_override_fields); i++) {
-		if (agent->allowed_overrides & convai_override_fields[i].flag) {
-			snprintf(name, sizeof(name), "allowed:%s", convai_override_fields[i].name);
-			tail = convai_setting(&head, tail, name, "1");
+	/* Overrides are ElevenLabs' own: other providers ignore them (the load warned). */
+	if (agent->provider == CONVAI_PROVIDER_ELEVENLABS) {
+		for (i = 0; i < ARRAY_LEN(convai_override_fields); i++) {
+			if (agent->allowed_overrides & convai_override_fields[i].flag) {
+				snprintf(name, sizeof(name), "allowed:%s", convai_override_fields[i].name);
+				tail = convai_setting(&head, tail, name, "1");
+			}
 		}
+		convai_call_overrides(chan, agent, &head, tail, channel_values);
 	}
-	convai_call_overrides(chan, agent, &head, tail, channel_values);
 
 	ast_variables_destroy(channel_values);
 	ast_free(value);

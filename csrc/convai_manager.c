@@ -34,7 +34,7 @@
 				<para>ActionID for this transaction. Will be returned.</para>
 			</parameter>
 			<parameter name="Channel" required="true">
-				<para>The channel running ElevenLabsConversationalAI().</para>
+				<para>The channel running ElevenLabsConversationalAI() or AIConversation().</para>
 			</parameter>
 			<parameter name="Text" required="true">
 				<para>The text. An AMI header holds one line: repeat Text for more lines, which are
@@ -53,7 +53,7 @@
 				<para>ActionID for this transaction. Will be returned.</para>
 			</parameter>
 			<parameter name="Channel" required="true">
-				<para>The channel running ElevenLabsConversationalAI().</para>
+				<para>The channel running ElevenLabsConversationalAI() or AIConversation().</para>
 			</parameter>
 			<parameter name="Text" required="true">
 				<para>The text; repeat Text for more lines, joined with line feeds in order.</para>
@@ -71,7 +71,7 @@
 				<para>ActionID for this transaction. Will be returned.</para>
 			</parameter>
 			<parameter name="Channel">
-				<para>The channel running ElevenLabsConversationalAI() (or give ConversationID).</para>
+				<para>The channel running ElevenLabsConversationalAI() or AIConversation() (or give ConversationID).</para>
 			</parameter>
 			<parameter name="ConversationID">
 				<para>The conversation, as in the ElevenLabsToolCall event (or give Channel).</para>

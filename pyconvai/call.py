@@ -75,7 +75,7 @@ def _weakly(method: Callable[..., None]) -> Callable[..., None]:
 
 
 class Call:
-    """The Python half of one ElevenLabsConversationalAI() call."""
+    """The Python half of one ElevenLabsConversationalAI() (or AIConversation()) call."""
 
     def __init__(
         self,
@@ -241,6 +241,7 @@ class Call:
                     self.session.detail("dropped stale audio event_id=%s (%d bytes)", event_id, len(audio))
             case InterruptionReceived(event_id=event_id, received_at=received_at):
                 dropped = self.downlink.interrupt(event_id)
+                self.session.interrupted(*self.downlink.heard_at_flush)
                 self.stats.interrupted(received_at, self.downlink.ring_position)
                 self.session.detail("interruption event_id=%s: dropped %d frames", event_id, dropped)
                 self._event("ElevenLabsInterruption", EventID=event_id, DroppedFrames=dropped)

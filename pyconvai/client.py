@@ -30,6 +30,7 @@ import re
 import ssl
 import time
 import urllib.parse
+from collections.abc import Awaitable, Callable
 
 import httpx
 import orjson
@@ -46,6 +47,7 @@ __all__ = [
     "Connection",
     "default_tls_context",
     "open_connection",
+    "open_direct",
     "read_agent",
     "public_url",
     "redact_url",
@@ -225,11 +227,13 @@ def default_tls_context() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-async def _open_websocket(url: str, ssl_context: ssl.SSLContext) -> ClientConnection:
+async def _open_websocket(url: str, ssl_context: ssl.SSLContext,
+                          headers: dict[str, str] | None = None) -> ClientConnection:
     tls = {"ssl": ssl_context} if url.startswith("wss:") else {}
     try:
         return await connect(
             url,
+            additional_headers=headers,
             compression=None,
             max_size=MAX_MESSAGE_BYTES,
             max_queue=MAX_QUEUED_MESSAGES,
@@ -251,6 +255,33 @@ async def _open_websocket(url: str, ssl_context: ssl.SSLContext) -> ClientConnec
         raise ConnectFailed(f"websocket: {type(exc).__name__}: {detail}", retryable=True) from None
 
 
+async def _attempt(open_socket: Callable[[list[str]], Awaitable[ClientConnection]], timeout: float,
+                   attempts: int) -> Connection:
+    """Up to ``attempts`` tries of ``open_socket``, each bounded by ``timeout``, with backoff
+    between them; only retryable failures are tried again. ``open_socket`` keeps the phase it
+    is in as the last item of the list it is given, for a timeout to name."""
+    failure = ConnectFailed("no connection attempt made")
+    for attempt in range(attempts):
+        if attempt:
+            await asyncio.sleep(_backoff(attempt - 1))
+        started = time.monotonic()
+        phase = ["websocket handshake"]
+        try:
+            async with asyncio.timeout(timeout):
+                ws = await open_socket(phase)
+        except TimeoutError:
+            failure = ConnectFailed(f"{phase[-1]}: timed out after {timeout:g} s", retryable=True)
+        except ConnectFailed as exc:
+            failure = exc
+        else:
+            log.debug("websocket open after %.3f s", time.monotonic() - started)
+            return Connection(ws)
+        log.debug("connection attempt %d/%d failed: %s", attempt + 1, attempts, failure.reason)
+        if not failure.retryable:
+            break
+    raise failure
+
+
 async def open_connection(
     *,
     agent_id: str,
@@ -260,44 +291,40 @@ async def open_connection(
     attempts: int,
     ssl_context: ssl.SSLContext | None = None,
 ) -> Connection:
-    """Fetch a signed URL (or use the public URL without a key) and open the socket.
+    """ElevenLabs: fetch a signed URL (or use the public URL without a key) and open the socket.
 
     Raises :class:`ConnectFailed` after the last attempt, or at once for a
     non-retryable failure. Total time ≤ attempts × timeout + backoff.
     """
     public = "" if api_key else public_url(signed_url_endpoint, agent_id)
     tls = ssl_context if ssl_context is not None else default_tls_context()
-    failure = ConnectFailed("no connection attempt made")
     async with httpx.AsyncClient(
         timeout=timeout, verify=tls, headers={"user-agent": _USER_AGENT}
     ) as http:
-        for attempt in range(attempts):
-            if attempt:
-                await asyncio.sleep(_backoff(attempt - 1))
-            started = time.monotonic()
-            phase = "signed URL"
-            try:
-                async with asyncio.timeout(timeout):
-                    if api_key:
-                        url = await _signed_url(http, signed_url_endpoint, agent_id, api_key)
-                    else:
-                        url = public
-                    phase = "websocket handshake"
-                    log.debug("opening websocket %s", redact_url(url))
-                    ws = await _open_websocket(url, tls)
-            except TimeoutError:
-                failure = ConnectFailed(f"{phase}: timed out after {timeout:g} s", retryable=True)
-            except ConnectFailed as exc:
-                failure = exc
-            else:
-                log.debug("websocket open after %.3f s", time.monotonic() - started)
-                return Connection(ws)
-            log.debug(
-                "connection attempt %d/%d failed: %s", attempt + 1, attempts, failure.reason
-            )
-            if not failure.retryable:
-                break
-    raise failure
+        async def open_socket(phase: list[str]) -> ClientConnection:
+            url = public
+            if api_key:
+                phase.append("signed URL")
+                url = await _signed_url(http, signed_url_endpoint, agent_id, api_key)
+                phase.append("websocket handshake")
+            log.debug("opening websocket %s", redact_url(url))
+            return await _open_websocket(url, tls)
+
+        return await _attempt(open_socket, timeout, attempts)
+
+
+async def open_direct(*, url: str, headers: dict[str, str], timeout: float, attempts: int,
+                      ssl_context: ssl.SSLContext | None = None) -> Connection:
+    """The other providers: open ``url`` with ``headers`` (a bearer token), as open_connection
+    does (same bounds and retries); ws:// only to this machine: the token would be readable."""
+    require_encryption(url, "websocket URL")
+    tls = ssl_context if ssl_context is not None else default_tls_context()
+
+    async def open_socket(phase: list[str]) -> ClientConnection:
+        log.debug("opening websocket %s", redact_url(url))
+        return await _open_websocket(url, tls, headers)
+
+    return await _attempt(open_socket, timeout, attempts)
 
 
 def agent_url(endpoint: str, agent_id: str) -> str:

@@ -10,7 +10,12 @@ the dialplan expressions on the channel's thread, and hands each call a flat
   ``max_call_duration_message``, ``channel``, ``uniqueid``;
 - ``var:<name>``: a dynamic variable (already evaluated);
 - ``override:<field>``: an override the agent allows (first_message, prompt,
-  language, voice_id).
+  language, voice_id);
+- ``provider`` (elevenlabs, websocket, openai_realtime) and the keys of the
+  other providers: ``websocket_url``, ``websocket_auth_token``, ``voice``,
+  ``language``, ``system_prompt``, ``initial_message``, ``vad_enabled``,
+  ``vad_threshold``, ``vad_silence_duration_ms``; ``openai_api_key``,
+  ``openai_model``, ``openai_voice``, ``instructions``, ``openai_url``.
 
 This is the one place that reads it. The defaults and ranges mirror
 elevenlabs.conf's (``convai_agent_ranges`` in csrc/convai_config.c), which
@@ -20,6 +25,7 @@ callers that are not the module (tests, tools). Pure, any thread.
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -53,7 +59,64 @@ RANGES = {
     "max_call_duration_seconds": Range("max_call_duration_seconds", 0, 0, 86400),
     "dtmf_timeout_ms": Range("dtmf_timeout_ms", 2000, 200, 10000),
     "client_tool_timeout_seconds": Range("client_tool_timeout_seconds", 10, 1, 120),
+    "vad_silence_duration_ms": Range("vad_silence_duration_ms", 500, 100, 5000),
 }
+
+PROVIDERS = ("elevenlabs", "websocket", "openai_realtime")
+DEFAULT_OPENAI_URL = "wss://api.openai.com/v1/realtime"
+DEFAULT_OPENAI_MODEL = "gpt-realtime"
+DEFAULT_OPENAI_VOICE = "marin"
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
+
+
+@dataclass(frozen=True)
+class Listening:
+    """Turn detection the server does for the other providers (vad_* keys)."""
+
+    enabled: bool = True
+    threshold: float = 0.5
+    silence_duration_ms: int = RANGES["vad_silence_duration_ms"].default
+
+
+@dataclass(frozen=True)
+class BridgeAgent:
+    """``provider = websocket``: any AI server speaking the generic bridge protocol."""
+
+    url: str
+    auth_token: str | None = field(default=None, repr=False)
+    voice: str = ""
+    language: str = ""
+    system_prompt: str = ""
+    initial_message: str = ""
+    listening: Listening = field(default_factory=Listening)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.auth_token}"} if self.auth_token else {}
+
+
+@dataclass(frozen=True)
+class RealtimeAgent:
+    """``provider = openai_realtime``: OpenAI's Realtime API."""
+
+    api_key: str = field(repr=False)
+    url: str = DEFAULT_OPENAI_URL
+    model: str = DEFAULT_OPENAI_MODEL
+    voice: str = DEFAULT_OPENAI_VOICE
+    instructions: str = ""
+    initial_message: str = ""
+    language: str = ""
+    listening: Listening = field(default_factory=Listening)
+    tools: tuple[Mapping[str, Any], ...] = ()  # function declarations for session.update
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    @property
+    def socket_url(self) -> str:
+        joiner = "&" if "?" in self.url else "?"
+        return f"{self.url}{joiner}model={self.model}"
 
 # Where each override goes in conversation_config_override.
 _OVERRIDE_PATHS = {
@@ -91,10 +154,19 @@ class SessionSettings:
     user_id: str | None = None
     ssl_context: ssl.SSLContext | None = None
     debug: bool = False
+    provider: str = "elevenlabs"
+    bridge: BridgeAgent | None = None  # provider = websocket
+    realtime: RealtimeAgent | None = None  # provider = openai_realtime
 
     def __post_init__(self) -> None:
-        if not self.agent_id:
+        if self.provider not in PROVIDERS:
+            raise ValueError(f"provider must be one of {', '.join(PROVIDERS)}")
+        if self.provider == "elevenlabs" and not self.agent_id:
             raise ValueError("agent_id is required")
+        if self.provider == "websocket" and (self.bridge is None or not _is_ws(self.bridge.url)):
+            raise ValueError("websocket_url must be a ws:// or wss:// URL")
+        if self.provider == "openai_realtime" and (self.realtime is None or not self.realtime.api_key):
+            raise ValueError("openai_api_key is required")
         RANGES["buffer_ms"].check("buffer_ms", self.buffer_ms)
         RANGES["max_connection_attempts"].check("max_connection_attempts", self.max_connection_attempts)
         if not self.connection_timeout_seconds > 0:  # fractions are fine for tests and tools
@@ -150,10 +222,86 @@ def overrides(settings: Mapping[str, str]) -> dict[str, Any]:
     return result
 
 
+def _is_ws(url: str) -> bool:
+    return url.startswith(("ws://", "wss://"))
+
+
+def _filled(text: str, variables: Mapping[str, Any]) -> str:
+    """``text`` with ``{{name}}`` replaced by the dynamic variable ``name`` (as ElevenLabs
+    does on its side); an unknown name stays as written."""
+    return _PLACEHOLDER.sub(lambda m: str(variables.get(m.group(1), m.group(0))), text)
+
+
+def _listening(settings: Mapping[str, str]) -> Listening:
+    raw = settings.get("vad_threshold") or "0.5"
+    try:
+        threshold = float(raw)
+    except ValueError:
+        raise SettingsError(f"vad_threshold = {raw!r} is not a number") from None
+    if not 0.0 <= threshold <= 1.0:
+        raise SettingsError(f"vad_threshold must be 0.0..1.0, got {raw}")
+    return Listening(_flag(settings, "vad_enabled") if "vad_enabled" in settings else True, threshold,
+                     _int(settings, "vad_silence_duration_ms"))
+
+
+def _tool(name: str, description: str, properties: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    parameters: dict[str, Any] = {"type": "object", "properties": dict(properties or {})}
+    if properties:
+        parameters["required"] = list(properties)
+    else:
+        parameters["additionalProperties"] = {"type": "string"}
+    return {"type": "function", "name": name, "description": description, "parameters": parameters}
+
+
+def realtime_tools(control: CallControl) -> tuple[dict[str, Any], ...]:
+    """The client tools this agent can carry out, declared to OpenAI (which calls only
+    declared functions): the transfer, the keypad and each dialplan tool."""
+    tools = []
+    if control.transfer_enabled:
+        tools.append(_tool(control.transfer_tool, "Transfer the caller to a person or another extension.",
+                           {"destination": {"type": "string", "description": "the extension to transfer to"}}))
+    tools.append(_tool(control.dtmf_tool, "Press keys on the phone line (touch tones), e.g. in a menu.",
+                       {"dtmf_tones": {"type": "string", "description": "digits 0-9, * and #, w for a pause"}}))
+    for name in sorted(control.dialplan_tools):
+        tools.append(_tool(name, f"Run {name} in the phone system; parameters are strings."))
+    return tuple(tools)
+
+
+def _provider_agents(settings: Mapping[str, str], variables: Mapping[str, Any]) -> dict[str, Any]:
+    """The provider and its agent settings (SessionSettings' provider, bridge, realtime)."""
+    provider = settings.get("provider") or "elevenlabs"
+    if provider not in PROVIDERS:
+        raise SettingsError(f"provider = {provider!r} is not one of {', '.join(PROVIDERS)}")
+    if provider == "websocket":
+        return {"provider": provider, "bridge": BridgeAgent(
+            url=settings.get("websocket_url", ""),
+            auth_token=settings.get("websocket_auth_token") or None,
+            voice=settings.get("voice", ""),
+            language=settings.get("language", ""),
+            system_prompt=_filled(settings.get("system_prompt", ""), variables),
+            initial_message=_filled(settings.get("initial_message", ""), variables),
+            listening=_listening(settings),
+        )}
+    if provider == "openai_realtime":
+        return {"provider": provider, "realtime": RealtimeAgent(
+            api_key=settings.get("openai_api_key", ""),
+            url=settings.get("openai_url") or DEFAULT_OPENAI_URL,
+            model=settings.get("openai_model") or DEFAULT_OPENAI_MODEL,
+            voice=settings.get("openai_voice") or DEFAULT_OPENAI_VOICE,
+            instructions=_filled(settings.get("instructions", ""), variables),
+            initial_message=_filled(settings.get("initial_message", ""), variables),
+            language=settings.get("language", ""),
+            listening=_listening(settings),
+            tools=realtime_tools(call_control(settings)),
+        )}
+    return {"provider": provider}
+
+
 def session_settings(settings: Mapping[str, str]) -> SessionSettings:
     """Build the SessionSettings of one call; SettingsError on a bad value."""
     agent_id = settings.get("agent_id", "")
-    if not agent_id:
+    provider = settings.get("provider") or "elevenlabs"
+    if not agent_id and provider == "elevenlabs":
         raise SettingsError("agent_id is empty")
     dynamic_variables = {
         key.removeprefix("var:"): value for key, value in settings.items() if key.startswith("var:")
@@ -161,7 +309,7 @@ def session_settings(settings: Mapping[str, str]) -> SessionSettings:
     try:
         return SessionSettings(
             agent_name=settings.get("agent", agent_id),
-            agent_id=agent_id,
+            agent_id=agent_id or settings.get("agent", provider),
             api_key=settings.get("api_key") or None,
             signed_url_endpoint=settings.get("signed_url_endpoint") or DEFAULT_SIGNED_URL_ENDPOINT,
             buffer_ms=_int(settings, "buffer_ms"),
@@ -171,6 +319,7 @@ def session_settings(settings: Mapping[str, str]) -> SessionSettings:
             overrides=overrides(settings),
             user_id=settings.get("user_id") or None,
             debug=_flag(settings, "debug"),
+            **_provider_agents(settings, dynamic_variables),
         )
     except ValueError as exc:
         raise SettingsError(str(exc)) from None

@@ -88,6 +88,13 @@ class PlaybackQueue:
         self._stale_bytes = 0  # dropped as stale since the last chunk accepted
         self._stale_chunks = 0
         self.overflow_frames = 0  # dropped, oldest first, beyond MAX_QUEUED_MS
+        # Where each reply starts in the ring's stream, for a provider that must be told how
+        # much of a reply the caller heard (OpenAI's truncate): the frame (counted from the
+        # call's first) and offset of a reply's first byte, until that frame reaches the
+        # ring; then its ring position.
+        self._head = 0  # index of _frames[0]
+        self._starts_queued: deque[tuple[int, int, int | None]] = deque()
+        self.starts: deque[tuple[int, int | None]] = deque(maxlen=8)
 
     def configure(self, fmt: AudioFormat) -> None:
         """Set the output format and frame the audio added before; a new format is a ValueError."""
@@ -139,11 +146,14 @@ class PlaybackQueue:
             self._frames.popleft()
         if excess > 0:
             self.overflow_frames += excess
+            self._head += excess
 
     def interrupt(self, event_id: int | None) -> int:
         """Flush everything queued, raise the gate to ``event_id``; return complete frames dropped.
         ``event_id`` None flushes only."""
         dropped = len(self._frames)
+        self._head += dropped
+        self._starts_queued.clear()
         self._frames.clear()
         self._early.clear()
         self._partial = b""
@@ -178,15 +188,33 @@ class PlaybackQueue:
         self._partial = b""
         return True
 
-    def transfer(self, push: Callable[[bytes], bool], max_frames: int) -> int:
+    def transfer(self, push: Callable[[bytes], bool], max_frames: int, position: int = 0) -> int:
         """Offer frames in order to ``push`` until it returns False or ``max_frames`` moved.
-        A frame is removed only after ``push`` accepted it."""
+        A frame is removed only after ``push`` accepted it. ``position``: the ring's stream
+        position of the first frame pushed (for :attr:`starts`)."""
         moved = 0
         frames = self._frames
+        starts = self._starts_queued
         while moved < max_frames and frames and push(frames[0]):
-            frames.popleft()
+            while starts and starts[0][0] <= self._head:
+                index, offset, event_id = starts.popleft()
+                if index == self._head:
+                    self.starts.append((position + offset, event_id))
+            position += len(frames.popleft())
+            self._head += 1
             moved += 1
         return moved
+
+    def heard(self, boundary: int) -> tuple[int | None, int]:
+        """The reply playing when the written stream stopped at ``boundary`` (a flush), and how
+        many of its bytes were written: (event_id, bytes); (None, 0) when none had started.
+        Replies that started at or past it were flushed unheard and are forgotten."""
+        while self.starts and self.starts[-1][0] >= boundary:
+            self.starts.pop()
+        for position, event_id in reversed(self.starts):
+            if position < boundary:
+                return event_id, boundary - position
+        return None, 0
 
     @property
     def format(self) -> AudioFormat | None:
@@ -214,6 +242,7 @@ class PlaybackQueue:
         if event_id != self._stream_id:
             self._carry = b""  # half a sample of another response: never completes
             self._stream_id = event_id
+            self._starts_queued.append((self._head + len(self._frames), len(self._partial), event_id))
         data = self._partial + self._carry + audio
         aligned = len(data) - len(data) % self._format.bytes_per_sample
         fb = self._frame_bytes
@@ -245,6 +274,8 @@ class Downlink:
         self._flushed = False  # interrupted since the last tick
         self.underruns = 0
         self.stale_chunks = 0
+        self.heard_at_flush: tuple[int | None, int] = (None, 0)  # see PlaybackQueue.heard
+        self._discarded = 0  # ring bytes flushed unplayed, over the call
 
     # asyncio thread
 
@@ -281,6 +312,8 @@ class Downlink:
         with self._lock:
             dropped = self._queue.interrupt(event_id)
             ringed = self._ring.discard()
+            self._discarded += ringed
+            self.heard_at_flush = self._queue.heard(self._written_position)
             self._flushed = True
             return dropped + (ringed // self._frame_bytes if self._frame_bytes else 0)
 
@@ -334,6 +367,12 @@ class Downlink:
             ringed = self._ring.used // self._frame_bytes if self._frame_bytes else 0
             return self._queue.queued_ms + ringed * FRAME_MS
 
+    @property
+    def _written_position(self) -> int:
+        """Lock held: the stream of frames written or to be written (flushed ones left out):
+        where the next frame pushed will be in it."""
+        return self._ring.pushed - self._discarded
+
     def _top_up(self) -> tuple[int, int]:
         """Lock held: fill the ring up to the lead; returns (frames there before, moved).
 
@@ -346,7 +385,7 @@ class Downlink:
         ahead = self._ring.used // self._frame_bytes
         if ahead >= self._lead:
             return ahead, 0
-        moved = self._queue.transfer(self._ring.push, self._lead - ahead)
+        moved = self._queue.transfer(self._ring.push, self._lead - ahead, self._written_position)
         if moved and not ahead:
             self._wake()
         return ahead, moved

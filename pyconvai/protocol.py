@@ -16,11 +16,20 @@ Message shapes follow docs/elevenlabs-protocol.md §4 and §5.
 from __future__ import annotations
 
 import base64
-import binascii
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Union
 
 import orjson
+
+from .jsoncore import JsonCore
+from .jsoncore import Malformed as _Malformed
+from .jsoncore import b64 as _b64
+from .jsoncore import boolean as _bool
+from .jsoncore import integer as _int
+from .jsoncore import number as _number
+from .jsoncore import opt_string as _opt_str
+from .jsoncore import section as _section
+from .jsoncore import string as _str
 
 __all__ = [
     "AudioFormat",
@@ -43,7 +52,6 @@ __all__ = [
     "Event",
 ]
 
-_RAW_EXCERPT = 200
 _METADATA = "conversation_initiation_metadata"
 
 
@@ -209,6 +217,7 @@ class ServerError:
     error_type: str
     message: str
     reason: str
+    fatal: bool = False  # other providers: the server says the conversation cannot go on
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,69 +254,6 @@ Event = Union[
     Unknown,
     ProtocolError,
 ]
-
-
-class _Malformed(Exception):
-    """Internal: a field had the wrong type or an undecodable value."""
-
-
-# --- field readers: missing -> default, wrong type -> _Malformed --------------
-
-
-def _section(msg: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    value = msg.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise _Malformed(f"{key} is not an object")
-    return value
-
-
-def _str(obj: Mapping[str, Any], key: str, default: str = "") -> str:
-    value = obj.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, str):
-        raise _Malformed(f"{key} is not a string")
-    return value
-
-
-def _opt_str(obj: Mapping[str, Any], key: str) -> str | None:
-    return _str(obj, key) if obj.get(key) is not None else None
-
-
-def _int(obj: Mapping[str, Any], key: str) -> int | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _Malformed(f"{key} is not an integer")
-    return value
-
-
-def _number(obj: Mapping[str, Any], key: str) -> float | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _Malformed(f"{key} is not a number")
-    return value
-
-
-def _bool(obj: Mapping[str, Any], key: str) -> bool:
-    value = obj.get(key)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise _Malformed(f"{key} is not a boolean")
-    return value
-
-
-def _b64(value: str) -> bytes:
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise _Malformed(f"audio is not valid base64 ({exc})") from None
 
 
 def _format(obj: Mapping[str, Any], key: str) -> AudioFormat:
@@ -444,7 +390,7 @@ def _dumps(obj: Mapping[str, Any]) -> str:
     return orjson.dumps(obj).decode()
 
 
-class ConvaiProtocol:
+class ConvaiProtocol(JsonCore):
     """Client side of one ConvAI conversation, without I/O.
 
     Not thread-safe: drive it from one thread (the asyncio thread).
@@ -452,37 +398,34 @@ class ConvaiProtocol:
     (it may hold a pong) and should handle ``events_received()``.
     """
 
-    def __init__(self) -> None:
-        self._events: list[Event] = []
-        self._outbox: list[str] = []
-        self.errors = 0
+    #: The message that starts the conversation (a provider core's ``Metadata``).
+    START_TYPES = frozenset({_METADATA})
+
+    def __init__(
+        self,
+        dynamic_variables: Mapping[str, Any] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        user_id: str | None = None,
+    ) -> None:
+        super().__init__(ProtocolError)
+        self._opening = {"dynamic_variables": dynamic_variables, "overrides": overrides, "user_id": user_id}
         self.metadata: Metadata | None = None
+
+    def begin(self) -> None:
+        """The socket is open: queue what opens the conversation (the client data)."""
+        self.init_data(**self._opening)
+
+    def interrupted(self, event_id: int | None, heard_bytes: int) -> None:
+        """The downlink was flushed at a barge-in. Nothing to say: ElevenLabs tracks it itself."""
 
     # --- inputs ---------------------------------------------------------------
 
-    def receive_text(self, text: str) -> None:
-        """Parse one text frame from the server; queue a pong when it is a ping."""
-        try:
-            msg = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            self._protocol_error(f"malformed JSON: {exc}", text)
-            return
-        if not isinstance(msg, dict):
-            self._protocol_error("message is not a JSON object", text)
-            return
-        kind = msg.get("type")
-        if not isinstance(kind, str):
-            self._protocol_error("message without a string type", text)
-            return
+    def _parse(self, kind: str, msg: Mapping[str, Any], text: str) -> None:
         parser = _PARSERS.get(kind)
         if parser is None:
             self._events.append(Unknown(kind, msg))
             return
-        try:
-            event = parser(msg)
-        except _Malformed as exc:
-            self._protocol_error(f"{kind}: {exc}", text, kind)
-            return
+        event = parser(msg)
         if isinstance(event, Metadata):
             if self.metadata is not None:
                 self._protocol_error("duplicate conversation_initiation_metadata", text, kind)
@@ -491,22 +434,6 @@ class ConvaiProtocol:
         elif isinstance(event, Ping):
             self.pong(event.event_id)
         self._events.append(event)
-
-    def receive_bytes(self, data: bytes) -> None:
-        """Binary frames are not part of the protocol: report a ProtocolError."""
-        self._protocol_error(f"unexpected binary frame ({len(data)} bytes)", data[:32].hex())
-
-    # --- outputs --------------------------------------------------------------
-
-    def events_received(self) -> list[Event]:
-        """Return and clear the events parsed since the last call."""
-        events, self._events = self._events, []
-        return events
-
-    def messages_to_send(self) -> list[str]:
-        """Return and clear the JSON text frames to send, in order."""
-        messages, self._outbox = self._outbox, []
-        return messages
 
     # --- client messages ------------------------------------------------------
 
@@ -561,9 +488,3 @@ class ConvaiProtocol:
 
     def user_activity(self) -> None:
         self._outbox.append('{"type":"user_activity"}')
-
-    # --- internals ------------------------------------------------------------
-
-    def _protocol_error(self, description: str, raw: str, message_type: str | None = None) -> None:
-        self.errors += 1
-        self._events.append(ProtocolError(description, raw[:_RAW_EXCERPT], message_type))

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 
 from . import agentcheck, client, wire
 from .call import Call
-from .config import SettingsError, allowed_overrides, call_control, session_settings
+from .config import SessionSettings, SettingsError, allowed_overrides, call_control, session_settings
 from .protocol import ConvaiProtocol
 from .stats import Totals
 from .wire import one_line
@@ -401,6 +401,9 @@ async def _check_one(settings: Mapping[str, str]) -> str:
         return agentcheck.render(name, [agentcheck.Check(agentcheck.Mark.FAIL, f"unusable settings: {exc}")])
     timeout = session.connection_timeout_seconds
     Check, Mark = agentcheck.Check, agentcheck.Mark
+    if session.provider != "elevenlabs":
+        return agentcheck.render(name, [Check(Mark.WARN, f"provider {session.provider}: only the connection "
+                                                         "is checked"), await _open_provider_socket(session)])
     if not session.api_key:
         checks = [Check(Mark.WARN, "no key configured: the agent's settings cannot be read (a public agent "
                                    "is only checked by opening a conversation)")]
@@ -420,6 +423,21 @@ async def _check_one(settings: Mapping[str, str]) -> str:
     checks.append(Check(Mark.FAIL, f"no signed URL: {no_signed_url}") if no_signed_url
                   else Check(Mark.OK, "a signed URL is issued for the key"))
     return agentcheck.render(name, checks)
+
+
+async def _open_provider_socket(session: SessionSettings) -> agentcheck.Check:
+    """Another provider's agent: open its socket with its key or token, close it at once."""
+    agent = session.realtime or session.bridge
+    assert agent is not None
+    url = session.realtime.socket_url if session.realtime is not None else agent.url
+    try:
+        conn = await client.open_direct(url=url, headers=agent.headers, timeout=session.connection_timeout_seconds,
+                                        attempts=1)
+    except client.ConnectFailed as exc:
+        return agentcheck.Check(agentcheck.Mark.FAIL, f"no connection to {client.redact_url(url)}: {exc.reason}")
+    await conn.close(1000, "check")
+    return agentcheck.Check(agentcheck.Mark.OK, f"{client.redact_url(url)} accepts a connection "
+                                                "(closed at once)")
 
 
 async def _open_public_conversation(agent_id: str, endpoint: str, timeout: float) -> str:

@@ -1,6 +1,7 @@
-"""One ConvAI conversation: connect, stream caller audio, hand agent audio on, end cleanly.
+"""One conversation with an agent: connect, stream caller audio, hand agent audio on, end cleanly.
 
-Asyncio orchestration only: the protocol is :mod:`pyconvai.protocol` (sans-I/O),
+Asyncio orchestration only: the protocol is the agent's provider core
+(:mod:`pyconvai.providers`; ElevenLabs' is :mod:`pyconvai.protocol`, sans-I/O),
 the socket :mod:`pyconvai.client`, caller chunking :mod:`pyconvai.chunker`,
 how a close maps to a status :mod:`pyconvai.outcome`. What happens reaches the
 listener as :mod:`pyconvai.events`, in order; agent audio and interruptions
@@ -40,9 +41,9 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
-from . import client
+from . import client, providers
 from .chunker import CallerChunker
 from .client import ConnectFailed, Connection, ConnectionEnded
 from .config import SessionSettings
@@ -66,7 +67,6 @@ from .protocol import (
     AgentToolResponse,
     AudioFormat,
     ClientToolCall,
-    ConvaiProtocol,
     Interruption,
     Metadata,
     Ping,
@@ -149,7 +149,7 @@ class Session:
         self.voicemail_detected = False
         self._listener = listener
         self._log = _Log(log, {"session": weakref.ref(self)})  # no cycle: freed when the call ends
-        self._protocol = ConvaiProtocol()
+        self._protocol = providers.new_protocol(settings)
         self._state = SessionState.CONNECTING
         self._handoff = threading.Lock()  # orders hangup() against run() picking its loop
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -260,20 +260,7 @@ class Session:
     async def _converse(self) -> SessionEnded:
         if self._hangup_reason is not None:
             return self._ending(EndStatus.CALLER_HANGUP, self._hangup_reason)
-        s = self.settings
-        self._log.info(
-            "connecting to agent %s (%s URL)", s.agent_id, "signed" if s.api_key else "public"
-        )
-        self._connect_task = asyncio.ensure_future(
-            client.open_connection(
-                agent_id=s.agent_id,
-                api_key=s.api_key,
-                signed_url_endpoint=s.signed_url_endpoint,
-                timeout=s.connection_timeout_seconds,
-                attempts=s.max_connection_attempts,
-                ssl_context=s.ssl_context,
-            )
-        )
+        self._connect_task = asyncio.ensure_future(self._connect())
         await asyncio.wait({self._connect_task})
         if self._connect_task.cancelled():  # only _on_hangup cancels it
             return self._ending(EndStatus.CALLER_HANGUP, self._hangup_reason or "caller hangup")
@@ -288,12 +275,25 @@ class Session:
         if self._hangup_reason is not None:
             self._begin_close(self._hangup_reason)
         else:
-            self._protocol.init_data(
-                dynamic_variables=s.dynamic_variables, overrides=s.overrides, user_id=s.user_id
-            )
+            self._protocol.begin()
             self._queue_control()
             self._writer = asyncio.ensure_future(self._write_loop(self._conn))
         return await self._receive_loop(self._conn)
+
+    def _connect(self) -> Awaitable[Connection]:
+        """Open the agent's socket: ElevenLabs through a signed URL, the others directly."""
+        s = self.settings
+        agent = s.bridge or s.realtime
+        if agent is None:
+            self._log.info("connecting to agent %s (%s URL)", s.agent_id, "signed" if s.api_key else "public")
+            return client.open_connection(agent_id=s.agent_id, api_key=s.api_key,
+                                          signed_url_endpoint=s.signed_url_endpoint,
+                                          timeout=s.connection_timeout_seconds,
+                                          attempts=s.max_connection_attempts, ssl_context=s.ssl_context)
+        url = s.realtime.socket_url if s.realtime is not None else agent.url
+        self._log.info("connecting to %s agent at %s", s.provider, client.redact_url(url))
+        return client.open_direct(url=url, headers=agent.headers, timeout=s.connection_timeout_seconds,
+                                  attempts=s.max_connection_attempts, ssl_context=s.ssl_context)
 
     async def _receive_loop(self, conn: Connection) -> SessionEnded:
         timeout = self.settings.connection_timeout_seconds
@@ -306,9 +306,8 @@ class Session:
                 else:
                     frame = await conn.recv()
             except TimeoutError:
-                return self._ending(
-                    EndStatus.FAILED, f"no conversation_initiation_metadata within {timeout:g} s"
-                )
+                started = " or ".join(sorted(self._protocol.START_TYPES))
+                return self._ending(EndStatus.FAILED, f"no {started} within {timeout:g} s")
             except ConnectionEnded as closed:
                 return self._closed(closed)
             if isinstance(frame, str):
@@ -351,10 +350,13 @@ class Session:
                 self.detail("agent tool request %s (%s)", name, tool_type)
             case AgentToolResponse():
                 self._on_agent_tool_response(event)
-            case ServerError(code=code, error_type=error_type, message=message):
+            case ServerError(code=code, error_type=error_type, message=message, fatal=fatal):
                 self._server_error = event
                 self.counters.server_errors += 1
                 self._log.warning("server error %s (code %s): %s", error_type, code, message)
+                if fatal:
+                    self._begin_close("fatal server error")
+                    return self._ending(EndStatus.FAILED, f"fatal server error: {error_type}: {message}")
             case Unknown(type=kind):
                 self.detail("ignoring message type %s", kind)
             case ProtocolError():
@@ -401,6 +403,14 @@ class Session:
             self._protocol.user_message(text)
             self._queue_control()
 
+    def interrupted(self, event_id: int | None, heard_bytes: int) -> None:
+        """The downlink was flushed while audio ``event_id`` played, ``heard_bytes`` of it
+        written to the caller (asyncio thread): the provider may need to know (OpenAI's
+        truncate)."""
+        if self._state is SessionState.ACTIVE:
+            self._protocol.interrupted(event_id, heard_bytes)
+            self._queue_control()
+
     def send_contextual_update(self, text: str) -> None:
         """Give the agent context without asking for a reply (asyncio thread)."""
         if self._state is SessionState.ACTIVE:
@@ -426,7 +436,7 @@ class Session:
         self._log.log(level, "protocol error: %s (%r)", error.description, error.raw[:80])
         if (
             self._state is SessionState.CONNECTING
-            and error.message_type == "conversation_initiation_metadata"
+            and error.message_type in self._protocol.START_TYPES
         ):
             return self._ending(EndStatus.CONFIG_ERROR, f"unusable {error.description}")
         return None

@@ -60,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8765, help="port, 0 for any free one (default: %(default)s)")
-    parser.add_argument("--api-key", default="sk-sim", help="expected xi-api-key header (default: %(default)s)")
+    parser.add_argument("--api-key", default="sk-sim",
+                        help="expected xi-api-key (and the others' Bearer token) (default: %(default)s)")
     parser.add_argument("--agent", action="append", type=_agent, default=[], metavar="ID=PRESET",
                         help="script an agent id with a preset; repeatable")
     parser.add_argument("--default", default="greeting", choices=sorted(PRESETS), metavar="PRESET",
@@ -114,6 +115,9 @@ async def _serve(sim: Simulator) -> None:
     await sim.start_async()
     print(f"signed URL endpoint: {sim.signed_url_endpoint}", flush=True)
     print(f"WebSocket:           {sim.ws_url}?agent_id=<ID>", flush=True)
+    print(f"bridge protocol:     {sim.bridge_url()}?agent=<ID>   (provider = websocket)", flush=True)
+    print(f"OpenAI Realtime:     {sim.realtime_url()}?agent=<ID>   (provider = openai_realtime, openai_url)",
+          flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -1,5 +1,9 @@
 """The agent's side of one WebSocket connection, driven by an AgentScript.
 
+What the agent does is decided here; how it is said on the wire is the
+provider's dialect (:mod:`pyconvai.sim.dialects`): ElevenLabs, the generic
+bridge protocol or OpenAI's Realtime API.
+
 All of it runs on the simulator's event loop. ``run()`` is the only reader of
 the socket; everything the agent does on its own (pings, speaking, timers,
 closing) runs in tasks so that reading never stops, which keeps close
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import logging
 import secrets
 import time
@@ -24,16 +29,15 @@ from websockets.exceptions import ConnectionClosed
 
 from . import audio
 from . import messages, voice
+from .dialects import DIALECTS
 from .records import ConversationRecord, EventLog
 from .scripts import CLOSE_ERROR_TYPES, AgentScript
 
 log = logging.getLogger("pyconvai.sim")
 
 CALLER_TRANSCRIPT = "[caller speech]"
-_ACCEPTED_TYPES = frozenset(
-    {"contextual_update", "user_activity", "feedback", "multimodal_message", "mcp_tool_approval_result"}
-)
-"""Client message types the simulator accepts without acting on them."""
+#: The only audio formats OpenAI's Realtime API offers a telephony client, by session.update name.
+_REALTIME_FORMATS = {"audio/pcmu": "ulaw_8000", "audio/pcm": "pcm_24000"}
 
 
 @dataclass
@@ -44,6 +48,9 @@ class _Response:
     text: str
     total_ms: float
     sent_ms: float = 0.0
+
+
+_TOOL_DONE = "\x00tool result"  # OpenAI: a tool result waits for response.create
 
 
 def _loads(raw: str | bytes) -> dict | None:
@@ -90,9 +97,11 @@ class AgentConversation:
         *,
         strict: bool,
         init_timeout_s: float,
+        dialect: str = "elevenlabs",
     ) -> None:
         self.ws = ws
         self.script = script
+        self.dialect = DIALECTS[dialect]
         self.record = record
         self._log = event_log
         self._strict = strict
@@ -114,6 +123,8 @@ class AgentConversation:
         self._ping_times: dict[int, float] = {}
         self._rtt_ms: int | None = None
         self._last_audio = time.monotonic()
+        self._greeted = False
+        self._pending_text: str | None = None  # OpenAI: a user item waiting for response.create
 
     @property
     def _cid(self) -> str:
@@ -124,8 +135,12 @@ class AgentConversation:
     async def run(self) -> None:
         """Serve the connection until it is closed; then complete the record."""
         try:
+            if self.dialect.name == "openai_realtime":
+                await self._send({"type": "session.created", "event_id": "event_sim",
+                                  "session": {"id": self._cid, "type": "realtime", "object": "realtime.session"}})
             early = await self._receive_init()
-            await self._send(messages.metadata(self._cid, self.script.output_format, self.script.input_format))
+            for msg in self.dialect.started(self._cid, self.script.output_format, self.script.input_format):
+                await self._send(msg)
             violation = self._override_violation()
             if violation:
                 self._spawn(self._close(1008, violation, "override_error"))
@@ -152,17 +167,34 @@ class AgentConversation:
         self._finish_record()
 
     async def _receive_init(self) -> list[str | bytes]:
-        """Wait briefly for ``conversation_initiation_client_data``; return other early messages."""
+        """Wait briefly for the client's opening message (ElevenLabs' client data, the bridge's
+        session.init, OpenAI's session.update); return other early messages."""
         try:
             raw = await asyncio.wait_for(self.ws.recv(), self._init_timeout_s)
         except TimeoutError:
             return []
         msg = _loads(raw)
-        if msg is None or msg.get("type") != "conversation_initiation_client_data":
+        if msg is None or msg.get("type") != self.dialect.start_message:
             return [raw]
         self._note_received(msg)
         self.record.init_data = msg
+        if self.dialect.name == "openai_realtime":
+            self._adopt_realtime_formats(msg)
         return []
+
+    def _adopt_realtime_formats(self, update: dict) -> None:
+        """Speak and hear the formats the client's session.update asked for (OpenAI offers
+        μ-law or 24 kHz PCM, whatever the script says)."""
+        audio_cfg = (update.get("session") or {}).get("audio") or {}
+
+        def chosen(direction: str) -> str:
+            fmt = ((audio_cfg.get(direction) or {}).get("format") or {}).get("type", "audio/pcm")
+            return _REALTIME_FORMATS.get(fmt, "pcm_24000")
+
+        self.script = dataclasses.replace(self.script, output_format=chosen("output"), input_format=chosen("input"))
+        s = self.script
+        self._vad = voice.Vad(audio.sample_rate(s.input_format), s.vad_threshold, s.vad_min_speech_ms,
+                              s.vad_silence_ms)
 
     def _override_violation(self) -> str | None:
         """Why the client's overrides are not allowed, or None when they are."""
@@ -182,8 +214,13 @@ class AgentConversation:
     def _start_behaviour(self) -> None:
         script = self.script
         self._last_audio = time.monotonic()
-        self._spawn(self._pinger())
-        self._speaker = self._spawn(self._greeting_flow())
+        if self.dialect.pings:
+            self._spawn(self._pinger())
+        if self.dialect.name != "openai_realtime":  # OpenAI speaks when asked (response.create)
+            self._greeted = True
+            self._speaker = self._spawn(self._greeting_flow())
+        if script.fatal_error_after_s is not None:
+            self._spawn(self._after(script.fatal_error_after_s, self._fatal_error()))
         if script.close_after_s is not None:
             error_type = script.close_error_type or CLOSE_ERROR_TYPES.get(script.close_code)
             self._spawn(self._after(script.close_after_s, self._close(
@@ -273,7 +310,7 @@ class AgentConversation:
             self._playout_end = max(self._playout_end, time.monotonic()) + ms / 1000
             if self._response is not None and self._response.event_id == event_id:
                 self._response.sent_ms += ms
-        await self._send(messages.audio(event_id, chunk))
+        await self._send(self.dialect.audio(event_id, chunk))
 
     async def _render(self, text: str, tone_hz: float, ms: int) -> bytes:
         s = self.script
@@ -284,10 +321,13 @@ class AgentConversation:
         """``agent_response`` then the audio in chunks, faster than real time."""
         s = self.script
         self._response = _Response(event_id, text, audio.duration_ms(len(data), s.output_format))
-        await self._send(messages.agent_response(event_id, text))
+        for msg in self.dialect.response_start(event_id, text):
+            await self._send(msg)
         for chunk in voice.split(data, s.output_format, s.chunk_pattern_ms, first_bytes, s.odd_split):
             await self._send_audio(event_id, chunk)
             await asyncio.sleep(audio.duration_ms(len(chunk), s.output_format) / 1000 / s.send_speed)
+        for msg in self.dialect.response_end(event_id, text, cancelled=False):
+            await self._send(msg)
 
     async def _pinger(self) -> None:
         while True:
@@ -310,9 +350,9 @@ class AgentConversation:
             await self._speak(self._next_id(), s.greeting_text, data, first_bytes)
         if s.client_tool_name:
             for name, parameters in ((s.client_tool_name, s.client_tool_parameters), *s.more_client_tools):
-                await self._send(messages.client_tool_call(
-                    self._next_id(), name, f"call_{secrets.token_hex(6)}", parameters,
-                    s.client_tool_expects_response))
+                for msg in self.dialect.tool_call(self._next_id(), name, f"call_{secrets.token_hex(6)}", parameters,
+                                                  s.client_tool_expects_response):
+                    await self._send(msg)
         if s.end_call_after_turns == 0:
             await self._end_call()
 
@@ -340,7 +380,8 @@ class AgentConversation:
         if s.goodbye_ms > 0:
             data = await self._render(s.goodbye_text, s.goodbye_tone_hz, s.goodbye_ms)
             await self._speak(event_id, s.goodbye_text, data)
-        await self._send(messages.agent_tool_response(event_id, s.end_tool_name, f"tool_{secrets.token_hex(6)}"))
+        for msg in self.dialect.end_call(event_id, s.end_tool_name, f"tool_{secrets.token_hex(6)}"):
+            await self._send(msg)
         await self._close(1000, "")
 
     async def _on_caller_turn(self, transcript: str) -> None:
@@ -348,7 +389,8 @@ class AgentConversation:
         if self._ending:
             return
         event_id = await self._stop_speaking()
-        await self._send(messages.user_transcript(event_id, transcript))
+        for msg in self.dialect.user_transcript(event_id, transcript):
+            await self._send(msg)
         self._turns += 1
         self._speaker = self._spawn(self._reply_flow(event_id))
 
@@ -364,15 +406,19 @@ class AgentConversation:
             self.record.interruptions.append(event_id)
             log.info("%s: barge-in: interruption %d of response %d", self._cid, event_id, interrupted.event_id)
             # A faulty server may send an id of its own (AgentScript.interruption_event_id).
-            await self._send(messages.interruption(
-                event_id if self.script.interruption_event_id is None else self.script.interruption_event_id))
+            for msg in self.dialect.interruption(
+                    event_id if self.script.interruption_event_id is None else self.script.interruption_event_id,
+                    interrupted.event_id):
+                await self._send(msg)
             s = self.script
             stale = await self._render("", s.stale_tone_hz, s.stale_chunk_ms)
             for _ in range(s.late_stale_chunks):
                 await self._send_audio(interrupted.event_id, stale, playing=False)
             played = (interrupted.sent_ms - unplayed_ms) / interrupted.total_ms if interrupted.total_ms else 0.0
-            await self._send(messages.agent_response_correction(
-                interrupted.event_id, interrupted.text, _spoken_part(interrupted.text, played)))
+            for msg in [*self.dialect.correction(interrupted.event_id, interrupted.text,
+                                                 _spoken_part(interrupted.text, played)),
+                        *self.dialect.response_end(interrupted.event_id, interrupted.text, cancelled=True)]:
+                await self._send(msg)
         return event_id
 
     # --- endings ---------------------------------------------------------
@@ -385,10 +431,18 @@ class AgentConversation:
         await self._cancel_tasks()
         reason += self.script.hostile_text
         if error_type is not None:
-            await self._send(messages.error(code, error_type, reason or error_type))
+            for msg in self.dialect.error(code, error_type, reason or error_type, False):
+                await self._send(msg)
         self._log.write("close", self._cid, code=code, reason=reason)
         log.info("%s: closing %d %r", self._cid, code, reason)
         await self.ws.close(code, _close_reason(reason))
+
+    async def _fatal_error(self) -> None:
+        """An error the server says ends the conversation; the client is to close."""
+        for msg in self.dialect.error(1011, "server_error", "The AI backend failed.", True):
+            await self._send(msg)
+        self._ending = True
+        await self._cancel_speaker()
 
     async def _drop(self) -> None:
         """Abort the TCP connection without a close frame."""
@@ -420,19 +474,47 @@ class AgentConversation:
         self._note_received(msg)
         if self._closing:
             return
-        kind = msg.get("type")
-        if "user_audio_chunk" in msg:
-            await self._on_audio(msg["user_audio_chunk"])
-        elif kind == "pong":
-            self._on_pong(msg.get("event_id"))
-        elif kind == "client_tool_result":
-            self.record.tool_results.append(msg)
-            if self.script.tool_result_reply_ms and not msg.get("is_error"):
-                self._speaker = self._spawn(self._tool_result_reply())
-        elif kind == "user_message":
-            await self._on_caller_turn(str(msg.get("text", "")))
-        elif kind not in _ACCEPTED_TYPES:
-            self._invalid(f"unexpected message type {kind!r}")
+        heard = self.dialect.hear(msg)
+        match heard.kind:
+            case "audio":
+                await self._on_audio(heard.text)
+            case "pong":
+                self._on_pong(heard.number)
+            case "tool_result":
+                self.record.tool_results.append(dict(heard.result or {}))
+                if self.script.tool_result_reply_ms and not (heard.result or {}).get("is_error"):
+                    if self.dialect.name != "openai_realtime":  # OpenAI replies on response.create
+                        self._speaker = self._spawn(self._tool_result_reply())
+                    else:
+                        self._pending_text = _TOOL_DONE
+            case "user_message":
+                if self.dialect.name == "openai_realtime":
+                    self._pending_text = heard.text  # spoken to on response.create
+                else:
+                    await self._on_caller_turn(heard.text)
+            case "respond":
+                await self._on_response_create()
+            case "truncate":
+                self.record.truncations.append((heard.text, heard.number or 0))
+                await self._send({"type": "conversation.item.truncated", "item_id": heard.text,
+                                  "content_index": 0, "audio_end_ms": heard.number})
+            case "session":
+                await self._send(self.dialect.started(self._cid, self.script.output_format,
+                                                      self.script.input_format)[0])
+            case "invalid":
+                self._invalid(heard.text)
+
+    async def _on_response_create(self) -> None:
+        """OpenAI: the client asks for a response: the greeting first, then what it sent."""
+        text, self._pending_text = self._pending_text, None
+        if not self._greeted:
+            self._greeted = True
+            self.record.first_user_text = text
+            self._speaker = self._spawn(self._greeting_flow())
+        elif text == _TOOL_DONE:
+            self._speaker = self._spawn(self._tool_result_reply())
+        elif text is not None:
+            await self._on_caller_turn(text)
 
     async def _on_audio(self, payload: object) -> None:
         try:
@@ -456,7 +538,7 @@ class AgentConversation:
         if self._vad.utterances_ended > ended_before:
             await self._on_caller_turn(CALLER_TRANSCRIPT)
 
-    def _on_pong(self, event_id: object) -> None:
+    def _on_pong(self, event_id: int | None) -> None:
         if not isinstance(event_id, int):
             self._invalid(f"pong without an integer event_id: {event_id!r}")
             return

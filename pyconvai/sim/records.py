@@ -39,6 +39,13 @@ class ConversationRecord:
     """Every server message."""
     interruptions: list[int] = field(default_factory=list)
     tool_results: list[dict] = field(default_factory=list)
+    truncations: list[tuple[str, int]] = field(default_factory=list)
+    """OpenAI: (item_id, audio_end_ms) of each conversation.item.truncate."""
+    first_user_text: str | None = None
+    """OpenAI: the user item sent before the first response.create (an initial message)."""
+    dialect: str = "elevenlabs"
+    authorization: str | None = None
+    """The Authorization header of the WebSocket handshake."""
     audio_sent_ms: dict[int, float] = field(default_factory=dict)
     """Milliseconds of agent audio sent per ``event_id`` (stale chunks included)."""
     close_code: int | None = None

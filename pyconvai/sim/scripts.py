@@ -99,6 +99,8 @@ class AgentScript:
     close_reason: str = ""
     close_error_type: str | None = None
     """Defaults by code from ``CLOSE_ERROR_TYPES``; no ``error`` event for 1000."""
+    fatal_error_after_s: float | None = None
+    """Send an error the client must end the call for (the bridge's ``fatal``) and wait for its close."""
     drop_tcp_after_s: float | None = None
     """Abort the TCP connection without a close frame."""
     transport_receive_timeout_s: float | None = None

@@ -1,4 +1,12 @@
-"""The simulator: one 127.0.0.1 port serving the signed-URL endpoint and the agent WebSocket."""
+"""The simulator: one 127.0.0.1 port serving the signed-URL endpoint and the agent WebSockets.
+
+Three providers' sockets on the one port, told apart by path: ElevenLabs'
+(``WS_PATH``, the agent in ``agent_id``), the generic bridge protocol
+(``BRIDGE_PATH``) and OpenAI's Realtime API (``REALTIME_PATH``); for the last
+two the script is chosen by the ``agent`` query parameter (OpenAI's ``model``
+when there is none). Both of those check ``Authorization: Bearer <api_key>``
+(OpenAI always, the bridge when the client sends one).
+"""
 
 from __future__ import annotations
 
@@ -30,6 +38,9 @@ from .scripts import AgentScript
 log = logging.getLogger("pyconvai.sim")
 
 WS_PATH = "/v1/convai/conversation"
+BRIDGE_PATH = "/bridge"
+REALTIME_PATH = "/v1/realtime"
+_DIALECT_OF_PATH = {WS_PATH: "elevenlabs", BRIDGE_PATH: "websocket", REALTIME_PATH: "openai_realtime"}
 AGENTS_PATH = "/v1/convai/agents/"
 """``GET /v1/convai/agents/{agent_id}``: the agent's settings (for a client's checks)."""
 SIGNED_URL_PATHS = frozenset({WS_PATH + "/get-signed-url", WS_PATH + "/get_signed_url"})
@@ -131,6 +142,16 @@ class Simulator:
     @property
     def ws_url(self) -> str:
         return f"{'wss' if self._tls else 'ws'}://{self._host}:{self.port}{WS_PATH}"
+
+    def bridge_url(self, agent: str = "") -> str:
+        """The generic bridge protocol's socket, speaking ``agent``'s script."""
+        query = f"?{urlencode({'agent': agent})}" if agent else ""
+        return f"{'wss' if self._tls else 'ws'}://{self._host}:{self.port}{BRIDGE_PATH}{query}"
+
+    def realtime_url(self, agent: str = "") -> str:
+        """OpenAI's Realtime socket (a client adds ``model``), speaking ``agent``'s script."""
+        query = f"?{urlencode({'agent': agent})}" if agent else ""
+        return f"{'wss' if self._tls else 'ws'}://{self._host}:{self.port}{REALTIME_PATH}{query}"
 
     # --- observations ----------------------------------------------------
 
@@ -276,6 +297,14 @@ class Simulator:
         url = urlsplit(request.path)
         if url.path == WS_PATH:
             return None
+        if url.path in (BRIDGE_PATH, REALTIME_PATH):
+            authorization = request.headers.get("Authorization")
+            if (authorization is not None or url.path == REALTIME_PATH) \
+                    and authorization != f"Bearer {self.config.api_key}":
+                self._log.write("http", None, path=url.path, status=401)
+                return _json_response(401, {"error": {"type": "invalid_request_error", "code": "invalid_api_key",
+                                                      "message": "Incorrect API key provided."}})
+            return None
         params = dict(parse_qsl(url.query))
         if url.path in SIGNED_URL_PATHS:
             status, body = await self._signed_url(request.headers.get("xi-api-key"), params)
@@ -336,19 +365,28 @@ class Simulator:
 
     async def _handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None
-        params = dict(parse_qsl(urlsplit(ws.request.path).query))
-        agent_id = params.get("agent_id", "")
+        url = urlsplit(ws.request.path)
+        params = dict(parse_qsl(url.query))
+        dialect = _DIALECT_OF_PATH.get(url.path, "elevenlabs")
+        if dialect == "elevenlabs":
+            agent_id = params.get("agent_id", "")
+        else:
+            agent_id = params.get("agent") or params.get("model") or dialect
         record = ConversationRecord(
             agent_id=agent_id, conversation_id=f"conv_sim_{secrets.token_hex(8)}",
-            path=ws.request.path, subprotocol=ws.subprotocol,
+            path=ws.request.path, subprotocol=ws.subprotocol, dialect=dialect,
+            authorization=ws.request.headers.get("Authorization"),
         )
         self._add(self._records, record)
         self._log.write("open", record.conversation_id, path=record.path, subprotocol=ws.subprotocol)
         log.info("%s: agent %r connected", record.conversation_id, agent_id)
-        rejection = self._rejection(agent_id, params)
+        if dialect == "elevenlabs":
+            rejection = self._rejection(agent_id, params)
+        else:
+            rejection = None if self.config.script_for(agent_id) is not None else "Agent not found"
         conversation = AgentConversation(
             ws, self.config.script_for(agent_id) or self.config.default_script, record, self._log,
-            strict=self.config.strict, init_timeout_s=self.config.init_timeout_s,
+            strict=self.config.strict, init_timeout_s=self.config.init_timeout_s, dialect=dialect,
         )
         if rejection is not None:
             await conversation.reject(rejection)

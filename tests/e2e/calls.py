@@ -24,7 +24,8 @@ FRAME_MS = 20
 
 
 def dialplan(rec_dir: str, sounds_dir: str, extra: str = "", recording: str = "wav") -> str:
-    """The e2e context: ai-<agent>[-<options>], caller-<tag>-<secs>, talk-... and ``extra`` lines.
+    """The e2e context: ai-<agent>[-<options>] (aic-...: the same through AIConversation),
+    caller-<tag>-<secs>, talk-... and ``extra`` lines.
 
     ``recording``: the format of the caller's heard/said files ("wav16" keeps 16 kHz).
     MixMonitor touches <tag>.done once it has closed them.
@@ -33,6 +34,10 @@ def dialplan(rec_dir: str, sounds_dir: str, extra: str = "", recording: str = "w
 {extra}
 exten => _ai-.,1,Set(AGENT_ARGS=${{CUT(EXTEN,-,2-)}})
  same => n,ElevenLabsConversationalAI(${{CUT(AGENT_ARGS,-,1)}},${{CUT(AGENT_ARGS,-,2)}})
+ same => n,UserEvent(ConvaiResult,Status: ${{ELEVENLABS_STATUS}},Conversation: ${{ELEVENLABS_CONVERSATION_ID}},Reason: ${{ELEVENLABS_END_REASON}},Where: dialplan)
+ same => n,Hangup()
+exten => _aic-.,1,Set(AGENT_ARGS=${{CUT(EXTEN,-,2-)}})
+ same => n,AIConversation(${{CUT(AGENT_ARGS,-,1)}},${{CUT(AGENT_ARGS,-,2)}})
  same => n,UserEvent(ConvaiResult,Status: ${{ELEVENLABS_STATUS}},Conversation: ${{ELEVENLABS_CONVERSATION_ID}},Reason: ${{ELEVENLABS_END_REASON}},Where: dialplan)
  same => n,Hangup()
 exten => h,1,GotoIf($["${{ELEVENLABS_STATUS}}" = ""]?done)
@@ -128,11 +133,12 @@ def agents_conf(endpoint: str, agents: dict[str, dict], general: dict | None = N
     """elevenlabs.conf with each agent pointed at the simulator's signed-URL endpoint.
 
     A value None leaves a default key out; a list repeats the key; "{etc}" is
-    the sandbox's configuration directory.
+    the sandbox's configuration directory. Agents of another provider get no ElevenLabs keys.
     """
     text = "[general]\n" + "".join(f"{k} = {v}\n" for k, v in (general or {}).items())
     for name, keys in agents.items():
-        keys = {"elevenlabs_api_key": API_KEY, "elevenlabs_get_signed_url_endpoint": endpoint, **keys}
+        if keys.get("provider", "elevenlabs") == "elevenlabs":
+            keys = {"elevenlabs_api_key": API_KEY, "elevenlabs_get_signed_url_endpoint": endpoint, **keys}
         text += f"\n[{name}]\n"
         for key, value in keys.items():
             for item in value if isinstance(value, list) else [value]:
@@ -155,8 +161,9 @@ class CallBed:
         # Wideband speech: 6 kHz, which only a 16 kHz path carries.
         write_wav(sounds / "speak6k.wav16", audio.tone(6000.0, 1000, 16000, 12000) + audio.silence(300, 16000), 16000)
 
-    def call(self, agent: str, caller: str, codecs: str | None = None) -> None:
-        self.ast.originate(f"ai-{agent}", caller, codecs=codecs, ami=self.ami)
+    def call(self, agent: str, caller: str, codecs: str | None = None, app: str = "ai") -> None:
+        """``app``: "ai" runs ElevenLabsConversationalAI(), "aic" AIConversation()."""
+        self.ast.originate(f"{app}-{agent}", caller, codecs=codecs, ami=self.ami)
 
     def events(self, name: str) -> list[dict]:
         return [e for e in list(self.ami.events) if e.get("Event") == name]

@@ -89,7 +89,8 @@ def call_bed(make_asterisk, sim):
     """Factory: an Asterisk with agents pointed at the simulator, the e2e dialplan and AMI.
 
     ``call_bed(agents, scripts, extra_dialplan="", general=None, env=None, modules=None, configs=None,
-    tls=None)``; ``tls``: (certificate, key) PEM paths: the simulator serves https/wss with them,
+    tls=None)``; "{sim_ws}" in a value is the simulator's ws://host:port (the other providers'
+    sockets); ``tls``: (certificate, key) PEM paths: the simulator serves https/wss with them,
     and Asterisk trusts that certificate (SSL_CERT_FILE), as it would a real CA's.
     """
 
@@ -103,7 +104,8 @@ def call_bed(make_asterisk, sim):
             trusted = ast.path("etc") + "/trusted-ca.pem"
             shutil.copy(cert, ast.host_path(trusted))
             env = {**(env or {}), "SSL_CERT_FILE": trusted}
-        ast.write_config("elevenlabs.conf", agents_conf(sim.signed_url_endpoint, agents, general, ast.path("etc")))
+        conf = agents_conf(sim.signed_url_endpoint, agents, general, ast.path("etc"))
+        ast.write_config("elevenlabs.conf", conf.replace("{sim_ws}", f"ws://127.0.0.1:{sim.port}"))
         extra = extra_dialplan.replace("${SOUNDS}", ast.path("sounds"))
         ast.write_config("extensions.conf", dialplan(ast.path("rec"), ast.path("sounds"), extra))
         ast.start(env=env)

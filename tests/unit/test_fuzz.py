@@ -86,7 +86,7 @@ def test_any_json_shape_never_raises_and_leaves_no_state_behind(messages):
         events = _feed(protocol, text)
         assert len(events) == 1
         assert protocol._events == [] and protocol._outbox == []
-    assert set(vars(protocol)) == {"_events", "_outbox", "errors", "metadata"}
+    assert set(vars(protocol)) == {"_events", "_outbox", "_make_error", "_opening", "errors", "metadata"}
 
 
 @FUZZ

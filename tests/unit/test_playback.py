@@ -361,3 +361,25 @@ def test_the_downlink_says_what_it_dropped(caplog):
     with caplog.at_level(logging.INFO, logger="pyconvai.playback"):
         d.add(b"\x03" * 160, 2)
     assert "dropped 3 late chunks (60 ms) of an interrupted reply" in caplog.text
+
+
+def test_downlink_knows_which_reply_played_and_how_much_of_it_at_a_flush():
+    """What OpenAI's truncate needs: the reply under way when the ring's stream stopped, and
+    its bytes written, counted from its own first byte (which may sit inside a frame)."""
+    ring = Ring.allocate(32768)
+    d = Downlink(ring, lambda: None, frames_ahead=4)
+    d.configure(ULAW)
+    d.add(b"\x11" * 240, 1)  # reply 1: a frame and a half
+    d.add(b"\x22" * 800, 2)  # reply 2 starts 80 bytes into the second frame
+    assert ring.pop(160 * 3) and ring.used == 160  # the channel thread wrote three frames
+    d.interrupt(3)
+    assert d.heard_at_flush == (2, 480 - 240)
+    d.add(b"\x33" * 320, 3)
+    assert d.heard_at_flush == (2, 240)  # a flush's figure stays until the next flush
+    d.interrupt(4)  # nothing of reply 3 written yet: reply 2 was the last one heard
+    assert d.heard_at_flush == (2, 240)
+    assert ring.used == 0
+    e = Downlink(Ring.allocate(32768), lambda: None)
+    e.configure(ULAW)
+    e.interrupt(1)
+    assert e.heard_at_flush == (None, 0)
