@@ -8,7 +8,8 @@ it, mapped to the events of :mod:`pyconvai.protocol`:
 - client: ``session.init`` (audio format, language, voice, system prompt, VAD),
   then ``text.input`` with the initial message; ``audio.input`` per caller
   chunk; ``text.input`` for keypad digits and text from AMI or the CLI;
-- ``session_started`` / ``ready`` -> :class:`Metadata`. The audio format is
+- ``session_started`` / ``ready`` -> :class:`Metadata` (a server that sends
+  audio or a transcript first has started too, in μ-law). The audio format is
   G.711 μ-law at 8 kHz unless the server names another there (``audio_format``
   or ``format``: ``slin16`` / ``pcm16`` / ``pcm_16000``, with ``sample_rate``
   16000 when given), which then holds both ways;
@@ -60,6 +61,9 @@ _FORMATS = {"g711_ulaw": ULAW, "ulaw": ULAW, "pcmu": ULAW, "mulaw": ULAW,
             "slin16": SLIN16, "pcm16": SLIN16, "pcm_16000": SLIN16, "linear16": SLIN16}
 _AGENT_ROLES = frozenset({"assistant", "agent", "ai", "bot", "model"})
 _BARGE_IN = frozenset({"user_speech_started", "speech_started"})
+#: Messages that mean the conversation is under way, even with no session_started before them.
+_CONVERSING = frozenset({"audio_delta", "audio_chunk", "transcript", "transcription", "response_complete",
+                         "audio_done"}) | _BARGE_IN
 
 
 class BridgeProtocol(JsonCore):
@@ -91,7 +95,12 @@ class BridgeProtocol(JsonCore):
             if self.metadata is None:
                 self.metadata = self._started(msg)
                 self._events.append(self.metadata)
-        elif kind in ("audio_delta", "audio_chunk"):
+            return
+        if self.metadata is None and kind in _CONVERSING:
+            # A server that talks without announcing the session: it started, in μ-law.
+            self.metadata = Metadata("", ULAW, ULAW)
+            self._events.append(self.metadata)
+        if kind in ("audio_delta", "audio_chunk"):
             audio = f.string(msg, "audio" if kind == "audio_delta" else "data")
             self._events.append(AgentAudio(f.b64(audio), None))
         elif kind in ("transcript", "transcription"):

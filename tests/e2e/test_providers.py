@@ -29,6 +29,11 @@ SCRIPTS = {
 }
 TOOLS = """
 exten => lookup_order,1,Return(order ${ELEVENLABS_TOOL_ORDER_ID} shipped)
+exten => _keys-.,1,Answer()
+ same => n,Wait(1)
+ same => n,SendDTMF(${CUT(EXTEN,-,3)})
+ same => n,Wait(4)
+ same => n,Hangup()
 """
 PROVIDERS = ("websocket", "openai_realtime")
 
@@ -174,3 +179,26 @@ def test_check_agent_opens_the_providers_socket_with_its_key(bed, sim):
     assert "HTTP 401" in out and "sk-not-the-key" not in out and API_KEY not in out, out
     records = sim.wait_for_conversations(2)
     assert {r.dialect for r in records} == {"websocket", "openai_realtime"}
+
+
+def _texts_sent(record) -> list[str]:
+    """The text the module gave the agent: the bridge's text.input, OpenAI's user items."""
+    texts = []
+    for _, msg in record.messages:
+        if msg.get("type") == "text.input":
+            texts.append(msg["text"])
+        elif msg.get("type") == "conversation.item.create" and msg["item"].get("role") == "user":
+            texts.append(msg["item"]["content"][0]["text"])
+    return texts
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_the_callers_keys_reach_the_agent_as_text(bed, sim, provider):
+    b = bed({"keys": agent(provider, "listener")})
+    b.call("keys", "keys-k1-4711#")
+    b.result()
+    record = sim.wait_for_conversations(1)[0]
+    assert _texts_sent(record) == ["The caller pressed the keys 4711#"]
+    if provider == "openai_realtime":  # and the agent was asked to answer it
+        creates = [t for t, m in record.messages if m.get("type") == "response.create"]
+        assert len(creates) == 2, "a greeting and an answer to the keys"

@@ -70,6 +70,7 @@ def test_an_unsupported_format_is_a_protocol_error_on_the_start_message():
 
 def test_audio_both_shapes_transcripts_both_shapes_and_barge_in_both_names():
     p = core()
+    feed(p, {"type": "ready"})
     pcm = b"\xff" * 160
     b64 = base64.b64encode(pcm).decode()
     assert feed(p, {"type": "audio_delta", "audio": b64}) == [AgentAudio(pcm, None)]
@@ -85,6 +86,7 @@ def test_audio_both_shapes_transcripts_both_shapes_and_barge_in_both_names():
 
 def test_errors_carry_fatal_and_tools_round_trip():
     p = core()
+    feed(p, {"type": "ready"})
     assert feed(p, {"type": "error", "message": "model overloaded", "fatal": True}) == [
         ServerError(None, "error", "model overloaded", "", True)]
     assert feed(p, {"type": "error", "message": "try again"})[0].fatal is False
@@ -96,3 +98,11 @@ def test_errors_carry_fatal_and_tools_round_trip():
                        {"type": "text.input", "text": "1234#"}]
     (bad,) = feed(p, {"type": "tool_call", "name": "lookup"})
     assert isinstance(bad, ProtocolError)
+
+
+def test_a_server_that_talks_without_announcing_the_session_has_started_in_ulaw():
+    p = core()
+    meta, audio = feed(p, {"type": "audio_delta", "audio": base64.b64encode(b"\xff" * 160).decode()})
+    assert meta == Metadata("", AudioFormat("ulaw", 8000), AudioFormat("ulaw", 8000))
+    assert audio == AgentAudio(b"\xff" * 160, None)
+    assert feed(p, {"type": "session_started"}) == []  # too late to change anything
