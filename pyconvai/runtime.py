@@ -47,12 +47,15 @@ PLAYBACK_TICK_SECONDS = 0.100
 _SECRET_PARAMS = re.compile(
     r"(?i)\b(conversation_signature|signature|token|xi-api-key|xi_api_key|api_key)([=:]\s*)([^&\s'\",]+)")
 _API_KEYS = re.compile(r"\bsk[_-][A-Za-z0-9_-]{6,}")
+#: websockets logs the handshake's headers under wire debug: the other providers' bearer tokens.
+_AUTHORIZATION = re.compile(r"(?i)\b(authorization['\"]?\s*[=:]\s*['\"]?)(bearer\s+)?([^\s'\",]+)")
 
 
 def redact_secrets(line: str) -> str:
     """A log line with signed-URL tokens and API keys blanked, made one safe line
     (a traceback under wire debug may quote a URL or a header)."""
-    return one_line(_API_KEYS.sub("sk_***", _SECRET_PARAMS.sub(r"\1\2***", line)))
+    line = _AUTHORIZATION.sub(r"\1\2***", _SECRET_PARAMS.sub(r"\1\2***", line))
+    return one_line(_API_KEYS.sub("sk_***", line))
 
 
 class HostLogHandler(logging.Handler):

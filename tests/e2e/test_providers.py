@@ -5,6 +5,8 @@ heard), the caller 1000 Hz."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -202,3 +204,14 @@ def test_the_callers_keys_reach_the_agent_as_text(bed, sim, provider):
     if provider == "openai_realtime":  # and the agent was asked to answer it
         creates = [t for t, m in record.messages if m.get("type") == "response.create"]
         assert len(creates) == 2, "a greeting and an answer to the keys"
+
+
+def test_wire_debug_never_shows_the_bearer_token(bed, sim):
+    b = bed({"bot": agent("websocket", "greeting", websocket_auth_token="tok-S3CRET-123")})
+    sim.config = dataclasses.replace(sim.config, api_key="tok-S3CRET-123")
+    b.ast.cli("elevenlabs debug on")
+    b.call("bot", "caller-d1-2")
+    assert b.result()["Status"] == "CALLER_HANGUP"
+    log = b.ast.log_text()
+    assert "Authorization: Bearer ***" in log, "the handshake's headers are not in the wire debug log"
+    assert "S3CRET" not in log

@@ -84,3 +84,10 @@ def test_log_lines_never_carry_tokens_or_keys():
     for secret in ("abc.def", "T0K", "0123456789abcdef", "\r", "\n"):
         assert secret not in line
     assert "agent_id=a" in line
+
+
+@pytest.mark.parametrize("line", ["> Authorization: Bearer s3cret-token", "headers={'Authorization': 'Bearer s3cret-token'}",
+                                  "authorization=s3cret-token"])
+def test_log_lines_never_carry_a_bearer_token(line):
+    assert "s3cret" not in redact_secrets(line)
+    assert "uthorization" in redact_secrets(line)
