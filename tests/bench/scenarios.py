@@ -28,7 +28,7 @@ from .bed import (
     proc_sample,
     ulaw_tone,
 )
-from tests.e2e.sip import free_udp_port
+from tests.e2e.sip import free_udp_port, sipp_command
 
 from .profile import profile
 from .simproc import ConvSummary, SimProcess, wait_until
@@ -236,13 +236,11 @@ class Run:
         scenario = f"{self.ast.path('etc')}/sipp-caller.xml"
         self.ast.host_path(scenario).write_text(
             SIPP_CALLER.read_text().replace("@AUDIO@", f"{self.ast.path('sounds')}/talk.ulaw"))
-        prefix = [] if root == Path("/") else ["chroot", str(root)]
         sipp = subprocess.Popen(
-            prefix + ["sipp", "-sf", scenario, "-s", self.agent_exten, f"127.0.0.1:{self.sip_port}",
-                      "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mi", "127.0.0.1",
-                      "-min_rtp_port", "30000", "-max_rtp_port", "39999", "-m", str(count), "-l", str(count),
-                      "-r", f"{rate:g}", "-timeout", f"{int(seconds + 180)}s", "-nostdin", "-trace_err"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd="/tmp")
+            sipp_command(root, scenario, self.agent_exten, self.sip_port, "-mi", "127.0.0.1",
+                         "-min_rtp_port", "30000", "-max_rtp_port", "39999", "-m", str(count), "-l", str(count),
+                         "-r", f"{rate:g}", "-timeout", f"{int(seconds + 180)}s"),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.sampler.add("sipp", sipp.pid)
         self.result.originated_at = time.monotonic()  # SIPp started: it originates at ``rate``
         self.result.calls += count

@@ -185,6 +185,15 @@ def start_phone(make_asterisk, sut_port: int) -> CallBed:
     return bed
 
 
+def sipp_command(root: Path, scenario: str, service: str, target_port: int, *options: str) -> list[str]:
+    """SIPp in the test bed, calling ``service`` at 127.0.0.1:target_port from a free port, run
+    from /tmp (it writes its error log where it runs, not into the root's /)."""
+    prefix = [] if root == Path("/") else ["chroot", str(root)]
+    return prefix + ["sh", "-c", 'cd /tmp && exec "$0" "$@"', "sipp", "-sf", scenario, "-s", service,
+                     f"127.0.0.1:{target_port}", "-i", "127.0.0.1", "-p", str(free_udp_port()), "-nostdin",
+                     "-trace_err", *options]
+
+
 class Sipp:
     """A SIPp (sip-tester) run in the test bed against 127.0.0.1:target_port; its own ports are
     free ones. ``values`` fills the scenario's @NAME@ placeholders."""
@@ -198,12 +207,10 @@ class Sipp:
         for name, value in (values or {}).items():
             text = text.replace(f"@{name}@", value)
         (root / self.inside.lstrip("/")).write_text(text)
-        prefix = [] if root == Path("/") else ["chroot", str(root)]
         self.process = subprocess.Popen(
-            prefix + ["sipp", "-sf", self.inside, "-s", service, f"127.0.0.1:{target_port}", "-i", "127.0.0.1",
-                      "-p", str(free_udp_port()), "-mi", "127.0.0.1", "-mp", str(free_udp_port() & ~1),
-                      "-m", str(calls), "-r", f"{rate:g}", "-l", str(calls), "-timeout", f"{int(timeout)}s",
-                      "-timeout_error", "-nostdin", "-trace_err"],
+            sipp_command(root, self.inside, service, target_port, "-mi", "127.0.0.1", "-mp",
+                         str(free_udp_port() & ~1), "-m", str(calls), "-r", f"{rate:g}", "-l", str(calls),
+                         "-timeout", f"{int(timeout)}s", "-timeout_error"),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.output = ""
 
@@ -214,7 +221,11 @@ class Sipp:
             if self.process.poll() is None:
                 self.process.kill()
                 self.process.communicate()
-            (self.root / self.inside.lstrip("/")).unlink(missing_ok=True)
+            scenario = self.root / self.inside.lstrip("/")
+            scenario.unlink(missing_ok=True)
+            if self.process.returncode == 0:  # a failed run's error log stays, to be read
+                for log in scenario.parent.glob(f"{scenario.stem}_*_errors.log"):
+                    log.unlink()
         return self
 
     @property
