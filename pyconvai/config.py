@@ -201,6 +201,15 @@ def _int(settings: Mapping[str, str], key: str) -> int:
         raise SettingsError(f"{key} = {raw!r} is not a whole number") from None
 
 
+def connection_timeout(settings: Mapping[str, str]) -> float:
+    """connection_timeout_seconds of these settings; its default when unusable (whoever builds the
+    session from them reports why)."""
+    try:
+        return float(_int(settings, "connection_timeout_seconds"))
+    except SettingsError:
+        return float(RANGES["connection_timeout_seconds"].default)
+
+
 def _flag(settings: Mapping[str, str], key: str) -> bool:
     return settings.get(key, "0") not in ("", "0", "no", "false")
 

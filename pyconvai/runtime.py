@@ -25,7 +25,14 @@ from collections.abc import Callable, Mapping
 
 from . import agentcheck, client, wire
 from .call import Call
-from .config import SessionSettings, SettingsError, allowed_overrides, call_control, session_settings
+from .config import (
+    SessionSettings,
+    SettingsError,
+    allowed_overrides,
+    call_control,
+    connection_timeout,
+    session_settings,
+)
 from .protocol import ConvaiProtocol
 from .stats import Totals
 from .wire import one_line
@@ -375,20 +382,13 @@ def check_agents(agents: list[Mapping[str, str]]) -> str:
     at most the longest connection timeout of the agents)."""
     if _runtime is None:
         return "Runtime not started\n"
-    wait = max((_timeout_of(settings) for settings in agents), default=0.0) + 2.0
+    wait = max((connection_timeout(settings) for settings in agents), default=0.0) + 2.0
     future = asyncio.run_coroutine_threadsafe(_check_all(agents), _runtime.loop)
     try:
         return future.result(wait)
     except TimeoutError:
         future.cancel()
         return f"No answer within {wait:g} s\n"
-
-
-def _timeout_of(settings: Mapping[str, str]) -> float:
-    try:
-        return float(settings.get("connection_timeout_seconds", "10"))
-    except ValueError:
-        return 10.0
 
 
 async def _check_all(agents: list[Mapping[str, str]]) -> str:
