@@ -148,7 +148,7 @@ test: dev
 asan-test: dev
 	root="$$(CONVAI_ASAN=1 tests/testbed/prepare.sh "$(TESTBED_ROOT)")" || exit 1; \
 		CONVAI_ASAN=1 CONVAI_TESTBED_ROOT="$$root" $(DEV_PYTHON) -m pytest -ra \
-		tests/e2e/test_call.py tests/e2e/test_faults.py tests/e2e/test_module.py
+		tests/e2e/test_call.py tests/e2e/test_faults.py tests/e2e/test_module.py tests/e2e/test_providers.py
 
 # The fuzzers of tests/unit/test_fuzz.py with 20,000 examples per property (make test: 300).
 fuzz: dev
