@@ -275,6 +275,7 @@ static char *convai_cli_show_metrics(struct ast_cli_entry *e, int cmd, struct as
 
 static char *convai_cli_show_runtime(struct ast_cli_entry *e, int cmd, struct ast_cli_args *a)
 {
+	const char *venv;
 	char *text;
 
 	switch (cmd) {
@@ -290,7 +291,13 @@ static char *convai_cli_show_runtime(struct ast_cli_entry *e, int cmd, struct as
 	if (a->argc != e->args) {
 		return CLI_SHOWUSAGE;
 	}
-	ast_cli(a->fd, "Configured venv: %s\n", convai_venv_path());
+	venv = convai_venv_path();
+	if (!strcmp(venv, CONVAI_PYTHON_PREFIX)) {
+		/* python_venv is empty (the Debian package): no venv, the system Python. */
+		ast_cli(a->fd, "Configured venv: none, the system Python (%s)\n", venv);
+	} else {
+		ast_cli(a->fd, "Configured venv: %s\n", venv);
+	}
 	ast_cli(a->fd, "libpython:       %s\n", CONVAI_LIBPYTHON);
 	if (!convai_embed_running()) {
 		ast_cli(a->fd, "Runtime:         not running (see the log)\n");

@@ -229,6 +229,7 @@ def test_package_installs_runs_a_call_with_the_system_python_and_removes_cleanly
         runtime = ast.cli("elevenlabs show runtime")
         assert "Runtime:         running" in runtime, runtime
         assert re.search(r"^Prefix:\s+/usr$", runtime, re.M) and "Virtual env:     no" in runtime, runtime
+        assert "Configured venv: none, the system Python (/usr)" in runtime, runtime
         assert "ElevenLabs Python runtime started from /usr" in ast.log_text()
         bed = CallBed(ast, ami := ast.ami())
         bed.call("greeter", "caller-p1-5")
