@@ -11,7 +11,7 @@ import base64
 from collections.abc import Mapping
 
 FIXED_TEXT_KEYS = frozenset({"type", "audio_base_64", "agent_output_audio_format", "user_input_audio_format",
-                             "audio", "data", "delta", "audio_format", "role", "speaker", "status"})
+                             "audio", "data", "delta", "audio_format", "role", "speaker", "status", "arguments"})
 """String fields whose value a client must understand; ``with_text_appended`` leaves them."""
 
 

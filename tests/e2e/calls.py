@@ -211,3 +211,13 @@ class CallBed:
             if time.monotonic() > deadline:
                 raise AssertionError("calls left behind:\n" + self.ast.cli("core show channels"))
             time.sleep(0.1)
+
+
+def assert_one_line_each(events: list[dict]) -> None:
+    """No header of these AMI events was forged, and each value is one bounded line."""
+    for event in events:
+        assert not event["Event"].startswith("Hangup") and "Cause" not in event, event.keys()
+        for key, value in event.items():
+            if key.startswith("_"):  # the test client's own (arrival time)
+                continue
+            assert not set(value) & {"\r", "\n", "\x00"} and len(value) <= 2000, value[:200]

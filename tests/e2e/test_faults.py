@@ -11,7 +11,7 @@ import time
 import pytest
 
 from pyconvai.sim import AgentScript
-from tests.e2e.calls import API_KEY, tone_frames
+from tests.e2e.calls import API_KEY, assert_one_line_each, tone_frames
 
 FLOOD_SECONDS = int(os.environ.get("CONVAI_FLOOD_SECONDS", "300"))
 """How long the flood test's agent sends 10x real time (the issue asks for 5 minutes)."""
@@ -103,16 +103,6 @@ def test_a_clear_text_endpoint_beyond_this_machine_is_refused(make_asterisk):
                          "elevenlabs_get_signed_url_endpoint = http://api.example.com/v1/get-signed-url\n"})
     ast.wait_for_log_match(r"\[a\] elevenlabs_get_signed_url_endpoint must be an https:// URL")
     assert "No configuration loaded" in ast.cli("elevenlabs show agents")
-
-
-def assert_one_line_each(events: list[dict]) -> None:
-    """No header of these AMI events was forged, and each value is one bounded line."""
-    for event in events:
-        assert not event["Event"].startswith("Hangup") and "Cause" not in event, event.keys()
-        for key, value in event.items():
-            if key.startswith("_"):  # the test client's own (arrival time)
-                continue
-            assert not set(value) & {"\r", "\n", "\x00"} and len(value) <= 2000, value[:200]
 
 
 def test_server_text_cannot_forge_ami_headers_variables_or_log_lines(bed, sim):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pyconvai.sim import AgentScript, audio
-from tests.e2e.calls import API_KEY, tone_frames
+from tests.e2e.calls import API_KEY, assert_one_line_each, tone_frames
 
 ULAW = {"output_format": "ulaw_8000", "input_format": "ulaw_8000"}
 SCRIPTS = {
@@ -27,6 +27,10 @@ SCRIPTS = {
     "drop": AgentScript(**ULAW, greeting_ms=6000, drop_tcp_after_s=1.5),
     "close_1011": AgentScript(**ULAW, greeting_ms=6000, close_after_s=1.5, close_code=1011,
                               close_reason="Internal error"),
+    "hostile": AgentScript(**ULAW, greeting_ms=6000, reply_ms=500, client_tool_name="crm_lookup",
+                           client_tool_parameters={"account": "A-1"}, close_after_s=5.0, close_code=1011,
+                           close_reason="bad", hostile_text="\r\nEvent: Hangup\r\nChannel: SIP/victim-0001\x00"
+                           + "y" * (1 << 16)),
     "wideband": AgentScript(output_format="pcm_16000", input_format="pcm_16000", greeting_ms=2000, vad_threshold=1e9),
 }
 TOOLS = """
@@ -215,3 +219,22 @@ def test_wire_debug_never_shows_the_bearer_token(bed, sim):
     log = b.ast.log_text()
     assert "Authorization: Bearer ***" in log, "the handshake's headers are not in the wire debug log"
     assert "S3CRET" not in log
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_server_text_cannot_forge_ami_headers_or_log_lines(bed, sim, provider):
+    """CR/LF/NUL and 64 KiB in every text field the server sends (session and item ids,
+    transcripts, tool name and call id, the close reason)."""
+    b = bed({"bot": agent(provider, "hostile", client_tools_via_ami="yes")})
+    b.call("bot", "talk-h1-2-speak1k-6")
+    result = b.result()
+    assert result["Status"] == "FAILED" and "1011" in result["Reason"], result
+    ours = [e for e in b.ami.events if e.get("Event", "").startswith("ElevenLabs")]
+    assert {"ElevenLabsConversationStarted", "ElevenLabsTranscript", "ElevenLabsToolCall",
+            "ElevenLabsConversationEnded"} <= {e["Event"] for e in ours}
+    assert_one_line_each(ours + b.events("UserEvent"))
+    assert not [e for e in b.events("Hangup") if e.get("Channel", "").startswith("SIP/victim")]
+    lines = b.ast.log_text().splitlines()
+    assert not [line for line in lines if line.startswith(("Event:", "Channel: SIP/victim"))]
+    assert all(len(line) < 2300 for line in lines if "yyyy" in line)
+    b.wait_idle(timeout=30)
