@@ -17,7 +17,7 @@ import pytest
 
 from pyconvai.sim import audio
 from pyconvai.sim import AgentScript
-from tests.e2e.calls import API_KEY, read_wav, tone_frames
+from tests.e2e.calls import read_wav, tone_frames
 
 ULAW = {"output_format": "ulaw_8000", "input_format": "ulaw_8000"}
 SCRIPTS = {
