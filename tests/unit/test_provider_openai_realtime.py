@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 
-import orjson
-
 from pyconvai.config import CallControl, Listening, RealtimeAgent, realtime_tools
 from pyconvai.protocol import (
     AgentAudio,
@@ -19,19 +17,12 @@ from pyconvai.protocol import (
     UserTranscript,
 )
 from pyconvai.providers import RealtimeProtocol
+from tests.unit.cores import feed, sent
 
 
 def core(**agent) -> RealtimeProtocol:
     return RealtimeProtocol(RealtimeAgent(api_key="sk-test", **agent))
 
-
-def feed(protocol: RealtimeProtocol, msg: dict) -> list:
-    protocol.receive_text(orjson.dumps(msg).decode())
-    return protocol.events_received()
-
-
-def sent(protocol: RealtimeProtocol) -> list[dict]:
-    return [orjson.loads(m) for m in protocol.messages_to_send()]
 
 
 def delta(item: str, data: bytes) -> dict:

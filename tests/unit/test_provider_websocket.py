@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 
-import orjson
-
 from pyconvai.config import BridgeAgent, Listening
 from pyconvai.protocol import (
     AgentAudio,
@@ -20,19 +18,12 @@ from pyconvai.protocol import (
     UserTranscript,
 )
 from pyconvai.providers import BridgeProtocol
+from tests.unit.cores import feed, sent
 
 
 def core(**agent) -> BridgeProtocol:
     return BridgeProtocol(BridgeAgent(url="ws://127.0.0.1:1/bridge", **agent))
 
-
-def feed(protocol: BridgeProtocol, msg: dict) -> list:
-    protocol.receive_text(orjson.dumps(msg).decode())
-    return protocol.events_received()
-
-
-def sent(protocol: BridgeProtocol) -> list[dict]:
-    return [orjson.loads(m) for m in protocol.messages_to_send()]
 
 
 def test_begin_sends_session_init_with_every_setting_then_the_initial_message():
