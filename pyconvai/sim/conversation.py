@@ -135,7 +135,7 @@ class AgentConversation:
     async def run(self) -> None:
         """Serve the connection until it is closed; then complete the record."""
         try:
-            if self.dialect.name == "openai_realtime":
+            if self.dialect.on_request:
                 await self._send({"type": "session.created", "event_id": "event_sim",
                                   "session": {"id": self._cid, "type": "realtime", "object": "realtime.session"}})
             early = await self._receive_init()
@@ -178,7 +178,7 @@ class AgentConversation:
             return [raw]
         self._note_received(msg)
         self.record.init_data = msg
-        if self.dialect.name == "openai_realtime":
+        if self.dialect.on_request:
             self._adopt_realtime_formats(msg)
         return []
 
@@ -216,7 +216,7 @@ class AgentConversation:
         self._last_audio = time.monotonic()
         if self.dialect.pings:
             self._spawn(self._pinger())
-        if self.dialect.name != "openai_realtime":  # OpenAI speaks when asked (response.create)
+        if not self.dialect.on_request:  # OpenAI speaks when asked (response.create)
             self._greeted = True
             self._speaker = self._spawn(self._greeting_flow())
         if script.fatal_error_after_s is not None:
@@ -483,13 +483,13 @@ class AgentConversation:
             case "tool_result":
                 self.record.tool_results.append(dict(heard.result or {}))
                 if self.script.tool_result_reply_ms and not (heard.result or {}).get("is_error"):
-                    if self.dialect.name != "openai_realtime":  # OpenAI replies on response.create
+                    if not self.dialect.on_request:
                         self._speaker = self._spawn(self._tool_result_reply())
                     else:
                         self._pending_text = _TOOL_DONE
             case "user_message":
-                if self.dialect.name == "openai_realtime":
-                    self._pending_text = heard.text  # spoken to on response.create
+                if self.dialect.on_request:
+                    self._pending_text = heard.text  # answered on response.create
                 else:
                     await self._on_caller_turn(heard.text)
             case "respond":

@@ -43,6 +43,9 @@ def _b64(data: bytes) -> str:
 class ElevenLabsDialect:
     name = "elevenlabs"
     pings = True
+    #: The agent speaks (greeting, replies to text, after a tool) only when the client asks
+    #: (OpenAI's response.create), and takes the client's audio formats (its session.update).
+    on_request = False
     start_message = "conversation_initiation_client_data"
 
     def started(self, conversation_id: str, output_format: str, input_format: str) -> list[dict]:
@@ -100,6 +103,7 @@ BRIDGE_FORMATS = {"ulaw_8000": "g711_ulaw", "pcm_16000": "slin16"}
 class BridgeDialect:
     name = "websocket"
     pings = False
+    on_request = False
     start_message = "session.init"
 
     def started(self, conversation_id: str, output_format: str, input_format: str) -> list[dict]:
@@ -153,6 +157,7 @@ class BridgeDialect:
 class RealtimeDialect:
     name = "openai_realtime"
     pings = False
+    on_request = True
     start_message = "session.update"
 
     def started(self, conversation_id: str, output_format: str, input_format: str) -> list[dict]:
