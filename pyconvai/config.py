@@ -94,6 +94,10 @@ class BridgeAgent:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.auth_token}"} if self.auth_token else {}
 
+    @property
+    def socket_url(self) -> str:
+        return self.url
+
 
 @dataclass(frozen=True)
 class RealtimeAgent:
@@ -157,6 +161,12 @@ class SessionSettings:
     provider: str = "elevenlabs"
     bridge: BridgeAgent | None = None  # provider = websocket
     realtime: RealtimeAgent | None = None  # provider = openai_realtime
+
+    @property
+    def direct(self) -> BridgeAgent | RealtimeAgent | None:
+        """The agent of a provider whose socket is opened directly (``socket_url`` with
+        ``headers``); None for ElevenLabs (a signed URL)."""
+        return self.bridge or self.realtime
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:
@@ -278,9 +288,7 @@ def realtime_tools(control: CallControl) -> tuple[dict[str, Any], ...]:
 
 def _provider_agents(settings: Mapping[str, str], variables: Mapping[str, Any]) -> dict[str, Any]:
     """The provider and its agent settings (SessionSettings' provider, bridge, realtime)."""
-    provider = settings.get("provider") or "elevenlabs"
-    if provider not in PROVIDERS:
-        raise SettingsError(f"provider = {provider!r} is not one of {', '.join(PROVIDERS)}")
+    provider = settings.get("provider") or "elevenlabs"  # SessionSettings refuses an unknown one
     if provider == "websocket":
         return {"provider": provider, "bridge": BridgeAgent(
             url=settings.get("websocket_url", ""),

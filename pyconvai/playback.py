@@ -211,10 +211,10 @@ class PlaybackQueue:
         Replies that started at or past it were flushed unheard and are forgotten."""
         while self.starts and self.starts[-1][0] >= boundary:
             self.starts.pop()
-        for position, event_id in reversed(self.starts):
-            if position < boundary:
-                return event_id, boundary - position
-        return None, 0
+        if not self.starts:
+            return None, 0
+        position, event_id = self.starts[-1]
+        return event_id, boundary - position
 
     @property
     def format(self) -> AudioFormat | None:

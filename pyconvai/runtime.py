@@ -430,9 +430,9 @@ async def _check_one(settings: Mapping[str, str]) -> str:
 
 async def _open_provider_socket(session: SessionSettings) -> agentcheck.Check:
     """Another provider's agent: open its socket with its key or token, close it at once."""
-    agent = session.realtime or session.bridge
+    agent = session.direct
     assert agent is not None
-    url = session.realtime.socket_url if session.realtime is not None else agent.url
+    url = agent.socket_url
     try:
         conn = await client.open_direct(url=url, headers=agent.headers, timeout=session.connection_timeout_seconds,
                                         attempts=1)

@@ -283,16 +283,15 @@ class Session:
     def _connect(self) -> Awaitable[Connection]:
         """Open the agent's socket: ElevenLabs through a signed URL, the others directly."""
         s = self.settings
-        agent = s.bridge or s.realtime
+        agent = s.direct
         if agent is None:
             self._log.info("connecting to agent %s (%s URL)", s.agent_id, "signed" if s.api_key else "public")
             return client.open_connection(agent_id=s.agent_id, api_key=s.api_key,
                                           signed_url_endpoint=s.signed_url_endpoint,
                                           timeout=s.connection_timeout_seconds,
                                           attempts=s.max_connection_attempts, ssl_context=s.ssl_context)
-        url = s.realtime.socket_url if s.realtime is not None else agent.url
-        self._log.info("connecting to %s agent at %s", s.provider, client.redact_url(url))
-        return client.open_direct(url=url, headers=agent.headers, timeout=s.connection_timeout_seconds,
+        self._log.info("connecting to %s agent at %s", s.provider, client.redact_url(agent.socket_url))
+        return client.open_direct(url=agent.socket_url, headers=agent.headers, timeout=s.connection_timeout_seconds,
                                   attempts=s.max_connection_attempts, ssl_context=s.ssl_context)
 
     async def _receive_loop(self, conn: Connection) -> SessionEnded:
