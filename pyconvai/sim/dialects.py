@@ -20,7 +20,7 @@ import orjson
 
 from . import messages
 
-__all__ = ["DIALECTS", "BridgeDialect", "ElevenLabsDialect", "Heard", "RealtimeDialect"]
+__all__ = ["DIALECTS", "BridgeDialect", "Dialect", "ElevenLabsDialect", "Heard", "RealtimeDialect"]
 
 
 @dataclass(frozen=True)
@@ -40,12 +40,27 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-class ElevenLabsDialect:
-    name = "elevenlabs"
-    pings = True
+class Dialect:
+    """What every dialect says unless it says otherwise: nothing."""
+
+    pings = False
     #: The agent speaks (greeting, replies to text, after a tool) only when the client asks
     #: (OpenAI's response.create), and takes the client's audio formats (its session.update).
     on_request = False
+
+    def response_end(self, event_id: int, text: str, cancelled: bool) -> list[dict]:
+        return []
+
+    def correction(self, event_id: int, original: str, corrected: str) -> list[dict]:
+        return []
+
+    def end_call(self, event_id: int, tool_name: str, call_id: str) -> list[dict]:
+        return []
+
+
+class ElevenLabsDialect(Dialect):
+    name = "elevenlabs"
+    pings = True
     start_message = "conversation_initiation_client_data"
 
     def started(self, conversation_id: str, output_format: str, input_format: str) -> list[dict]:
@@ -53,9 +68,6 @@ class ElevenLabsDialect:
 
     def response_start(self, event_id: int, text: str) -> list[dict]:
         return [messages.agent_response(event_id, text)]
-
-    def response_end(self, event_id: int, text: str, cancelled: bool) -> list[dict]:
-        return []
 
     def audio(self, event_id: int, chunk: bytes) -> dict:
         return messages.audio(event_id, chunk)
@@ -100,10 +112,8 @@ class ElevenLabsDialect:
 BRIDGE_FORMATS = {"ulaw_8000": "g711_ulaw", "pcm_16000": "slin16"}
 
 
-class BridgeDialect:
+class BridgeDialect(Dialect):
     name = "websocket"
-    pings = False
-    on_request = False
     start_message = "session.init"
 
     def started(self, conversation_id: str, output_format: str, input_format: str) -> list[dict]:
@@ -126,18 +136,12 @@ class BridgeDialect:
     def interruption(self, event_id: int, interrupted: int) -> list[dict]:
         return [{"type": "speech_started"}]
 
-    def correction(self, event_id: int, original: str, corrected: str) -> list[dict]:
-        return []
-
     def user_transcript(self, event_id: int, text: str) -> list[dict]:
         return [{"type": "transcription", "speaker": "user", "text": text}]
 
     def tool_call(self, event_id: int, name: str, call_id: str, parameters: Mapping[str, object],
                   expects_response: bool) -> list[dict]:
         return [{"type": "tool_call", "call_id": call_id, "name": name, "arguments": dict(parameters)}]
-
-    def end_call(self, event_id: int, tool_name: str, call_id: str) -> list[dict]:
-        return []
 
     def error(self, code: int, error_type: str, message: str, fatal: bool) -> list[dict]:
         return [{"type": "error", "code": error_type, "message": message, "fatal": fatal}]
@@ -154,9 +158,8 @@ class BridgeDialect:
         return Heard("invalid", f"unexpected message type {kind!r}")
 
 
-class RealtimeDialect:
+class RealtimeDialect(Dialect):
     name = "openai_realtime"
-    pings = False
     on_request = True
     start_message = "session.update"
 
@@ -187,9 +190,6 @@ class RealtimeDialect:
     def interruption(self, event_id: int, interrupted: int) -> list[dict]:
         return [{"type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": f"user_{event_id}"}]
 
-    def correction(self, event_id: int, original: str, corrected: str) -> list[dict]:
-        return []
-
     def user_transcript(self, event_id: int, text: str) -> list[dict]:
         return [{"type": "conversation.item.input_audio_transcription.completed", "item_id": f"user_{event_id}",
                  "content_index": 0, "transcript": text}]
@@ -202,9 +202,6 @@ class RealtimeDialect:
                  "item_id": f"item_{event_id}", "output_index": 0, "call_id": call_id, "name": name,
                  "arguments": orjson.dumps(dict(parameters)).decode()},
                 {"type": "response.done", "response": {"id": response, "status": "completed"}}]
-
-    def end_call(self, event_id: int, tool_name: str, call_id: str) -> list[dict]:
-        return []
 
     def error(self, code: int, error_type: str, message: str, fatal: bool) -> list[dict]:
         return [{"type": "error", "event_id": "event_sim_error",
