@@ -26,16 +26,21 @@ import asyncio
 import functools
 import ipaddress
 import logging
+import os
 import re
 import ssl
 import time
 import urllib.parse
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 import httpx
 import orjson
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidStatus, WebSocketException
+from websockets.frames import CloseCode, Frame, Opcode
+from websockets.protocol import CLOSED, CONNECTING, OPEN
+from websockets.uri import parse_uri
 
 from . import __version__
 
@@ -94,12 +99,16 @@ class ConnectionEnded(Exception):
 _SECRET_PARAM = re.compile(r"\b(" + "|".join(map(re.escape, _SECRET_KEYS)) + r")=[^&\s]+", re.I)
 
 
+def _redact_text(text: str) -> str:
+    return _SECRET_PARAM.sub(r"\1=***", text)
+
+
 class _RedactingFilter(logging.Filter):
     """Rewrites records of the websockets wire logger so no signed URL leaks at DEBUG."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = _SECRET_PARAM.sub(r"\1=***", message)
+        redacted = _redact_text(message)
         if redacted != message:
             record.msg, record.args = redacted, ()
         return True
@@ -228,34 +237,42 @@ def default_tls_context() -> ssl.SSLContext:
 
 
 async def _open_websocket(url: str, ssl_context: ssl.SSLContext,
-                          headers: dict[str, str] | None = None) -> ClientConnection:
-    tls = {"ssl": ssl_context} if url.startswith("wss:") else {}
+                          headers: dict[str, str] | None = None) -> Connection:
+    """Connect, send the opening handshake and wait for its answer (the caller bounds it)."""
     try:
-        return await connect(
-            url,
-            additional_headers=headers,
-            compression=None,
-            max_size=MAX_MESSAGE_BYTES,
-            max_queue=MAX_QUEUED_MESSAGES,
-            open_timeout=None,  # the caller bounds the whole attempt
-            ping_interval=PING_INTERVAL,
-            ping_timeout=PING_TIMEOUT,
-            close_timeout=CLOSE_TIMEOUT,
-            user_agent_header=_USER_AGENT,
-            logger=_wire_log,
-            **tls,
-        )
+        uri = parse_uri(url)
+    except WebSocketException as exc:
+        raise ConnectFailed(f"websocket: {type(exc).__name__}: {_redact_text(str(exc))}") from None
+    protocol = ClientProtocol(uri, max_size=MAX_MESSAGE_BYTES, logger=_wire_log)
+    request = protocol.connect()
+    request.headers["User-Agent"] = _USER_AGENT
+    for name, value in (headers or {}).items():
+        request.headers[name] = value
+    protocol.send_request(request)
+    loop = asyncio.get_running_loop()
+    conn = Connection(protocol, loop)
+    try:
+        await loop.create_connection(lambda: conn, uri.host, uri.port,
+                                     ssl=ssl_context if uri.secure else None,
+                                     server_hostname=uri.host if uri.secure else None)
+        await conn.handshake
     except InvalidStatus as exc:
+        conn.abort()
         status = exc.response.status_code
         raise ConnectFailed(
             f"websocket handshake: HTTP {status}", retryable=status == 429 or status >= 500
         ) from None
     except (OSError, WebSocketException) as exc:
-        detail = _SECRET_PARAM.sub(r"\1=***", str(exc))  # some messages quote the URL
-        raise ConnectFailed(f"websocket: {type(exc).__name__}: {detail}", retryable=True) from None
+        conn.abort()
+        # some messages quote the URL
+        raise ConnectFailed(f"websocket: {type(exc).__name__}: {_redact_text(str(exc))}", retryable=True) from None
+    except BaseException:  # cancelled (the attempt's bound): nothing may stay open
+        conn.abort()
+        raise
+    return conn
 
 
-async def _attempt(open_socket: Callable[[list[str]], Awaitable[ClientConnection]], timeout: float,
+async def _attempt(open_socket: Callable[[list[str]], Awaitable[Connection]], timeout: float,
                    attempts: int) -> Connection:
     """Up to ``attempts`` tries of ``open_socket``, each bounded by ``timeout``, with backoff
     between them; only retryable failures are tried again. ``open_socket`` keeps the phase it
@@ -268,14 +285,14 @@ async def _attempt(open_socket: Callable[[list[str]], Awaitable[ClientConnection
         phase = ["websocket handshake"]
         try:
             async with asyncio.timeout(timeout):
-                ws = await open_socket(phase)
+                conn = await open_socket(phase)
         except TimeoutError:
             failure = ConnectFailed(f"{phase[-1]}: timed out after {timeout:g} s", retryable=True)
         except ConnectFailed as exc:
             failure = exc
         else:
             log.debug("websocket open after %.3f s", time.monotonic() - started)
-            return Connection(ws)
+            return conn
         log.debug("connection attempt %d/%d failed: %s", attempt + 1, attempts, failure.reason)
         if not failure.retryable:
             break
@@ -301,7 +318,7 @@ async def open_connection(
     async with httpx.AsyncClient(
         timeout=timeout, verify=tls, headers={"user-agent": _USER_AGENT}
     ) as http:
-        async def open_socket(phase: list[str]) -> ClientConnection:
+        async def open_socket(phase: list[str]) -> Connection:
             url = public
             if api_key:
                 phase.append("signed URL")
@@ -320,7 +337,7 @@ async def open_direct(*, url: str, headers: dict[str, str], timeout: float, atte
     require_encryption(url, "websocket URL")
     tls = ssl_context if ssl_context is not None else default_tls_context()
 
-    async def open_socket(phase: list[str]) -> ClientConnection:
+    async def open_socket(phase: list[str]) -> Connection:
         log.debug("opening websocket %s", redact_url(url))
         return await _open_websocket(url, tls, headers)
 
@@ -404,32 +421,190 @@ async def warm_up() -> None:
         await conn.close()
 
 
-class Connection:
-    """An open conversation socket. Asyncio thread only."""
+def _retrieved(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
 
-    def __init__(self, ws: ClientConnection) -> None:
-        self._ws = ws
+
+class Connection(asyncio.Protocol):
+    """An open conversation socket: websockets' Sans-I/O protocol on an asyncio transport.
+
+    Nothing stands between a frame and the session: a received message is
+    queued for :meth:`recv` straight from ``data_received`` (one wake-up of
+    the receiving task per read, not per message), and :meth:`send` writes a
+    frame to the transport at once, without a task or a lock. Keepalive: a
+    ping every ``PING_INTERVAL``; no pong within ``PING_TIMEOUT`` fails the
+    connection (1011). Closing is bounded by ``CLOSE_TIMEOUT``.
+
+    Asyncio thread only.
+    """
+
+    def __init__(self, protocol: ClientProtocol, loop: asyncio.AbstractEventLoop) -> None:
+        self._ws = protocol
+        self._loop = loop
+        self._transport: asyncio.Transport | None = None
+        self.handshake: asyncio.Future[None] = loop.create_future()
+        self.handshake.add_done_callback(_retrieved)  # a failure nobody awaits any more is no warning
+        self._lost: asyncio.Future[None] = loop.create_future()
+        self._inbox: deque[str | bytes] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._fragments: list[bytes] = []
+        self._fragmented_text = False
+        self._reading_paused = False
+        self._ping: bytes | None = None
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self.writable = True
+        #: Called when the transport's buffer has drained after a full one (see ``writable``).
+        self.on_writable: Callable[[], None] | None = None
+
+    # --- asyncio.Protocol ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._write()  # the opening handshake
+
+    def data_received(self, data: bytes) -> None:
+        self._ws.receive_data(data)
+        self._write()  # pongs, the answer to a close
+        for event in self._ws.events_received():
+            if isinstance(event, Frame):
+                self._frame(event)
+            elif not self.handshake.done():  # the handshake's response
+                if self._ws.handshake_exc is not None:
+                    self.handshake.set_exception(self._ws.handshake_exc)
+                else:
+                    self.handshake.set_result(None)
+                    self._timers["ping"] = self._loop.call_later(PING_INTERVAL, self._keepalive)
+        if self._inbox:
+            self._wake()
+            if len(self._inbox) >= MAX_QUEUED_MESSAGES and not self._reading_paused:
+                self._reading_paused = True
+                self._transport.pause_reading()
+
+    def eof_received(self) -> None:
+        self._ws.receive_eof()
+        self._write()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ws.receive_eof()
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        if not self.handshake.done():
+            self.handshake.set_exception(self._ws.handshake_exc or ConnectionError("closed during the handshake"))
+        if not self._lost.done():
+            self._lost.set_result(None)
+        self._wake()
+
+    def pause_writing(self) -> None:
+        self.writable = False
+
+    def resume_writing(self) -> None:
+        self.writable = True
+        if self.on_writable is not None:
+            self.on_writable()
+
+    # --- API -------------------------------------------------------------------------
 
     async def recv(self) -> str | bytes:
-        """Next frame from the server; ConnectionEnded once the socket is closed."""
-        try:
-            return await self._ws.recv()
-        except ConnectionClosed as exc:
-            raise self._ended(exc) from None
+        """Next message from the server; ConnectionEnded once the socket is closed."""
+        while not self._inbox:
+            if self._lost.done():
+                raise self._ended()
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        if self._reading_paused and len(self._inbox) <= 1:
+            self._reading_paused = False
+            self._transport.resume_reading()
+        return self._inbox.popleft()
 
-    async def send(self, message: str) -> None:
-        """Send one text frame; ConnectionEnded if the socket is already closed."""
-        try:
-            await self._ws.send(message)
-        except ConnectionClosed as exc:
-            raise self._ended(exc) from None
+    def send(self, message: str) -> None:
+        """Write one text frame now; ConnectionEnded once closing. While ``writable`` is
+        False the transport buffers it (the caller should hold more until ``on_writable``)."""
+        if self._ws.state is not OPEN:
+            raise self._ended()
+        self._ws.send_text(message.encode())
+        self._write()
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the socket (bounded by CLOSE_TIMEOUT); idempotent."""
-        await self._ws.close(code, reason.encode()[:123].decode(errors="ignore"))
+        if self._ws.state is OPEN:
+            self._ws.send_close(code, reason.encode()[:123].decode(errors="ignore"))
+            self._write()
+        elif self._ws.state is CONNECTING:
+            self.abort()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._lost), CLOSE_TIMEOUT)
+        except TimeoutError:
+            self.abort()
 
-    @staticmethod
-    def _ended(exc: ConnectionClosed) -> ConnectionEnded:
-        if exc.rcvd is None:
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    # --- internals -------------------------------------------------------------------
+
+    def _frame(self, frame: Frame) -> None:
+        if frame.opcode is Opcode.PONG:
+            if frame.data == self._ping:
+                self._ping = None
+            return
+        if frame.opcode not in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+            return  # ping (answered by the protocol) or close (answered, then the TCP close ends us)
+        if not frame.fin or self._fragments:
+            self._fragments.append(frame.data)
+            if not frame.fin:
+                if frame.opcode is not Opcode.CONT:
+                    self._fragmented_text = frame.opcode is Opcode.TEXT
+                return
+            data, text, self._fragments = b"".join(self._fragments), self._fragmented_text, []
+        else:
+            data, text = frame.data, frame.opcode is Opcode.TEXT
+        if not text:
+            self._inbox.append(bytes(data))
+            return
+        try:
+            self._inbox.append(bytes(data).decode())
+        except UnicodeDecodeError:
+            self._ws.fail(CloseCode.INVALID_DATA, "invalid UTF-8")
+            self._write()
+
+    def _write(self) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        for data in self._ws.data_to_send():
+            if data:
+                transport.write(data)
+            elif transport.can_write_eof():
+                transport.write_eof()
+        if self._ws.close_expected() and "close" not in self._timers:
+            self._timers["close"] = self._loop.call_later(CLOSE_TIMEOUT, self.abort)
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _keepalive(self) -> None:
+        """Every PING_INTERVAL: the last ping must have been answered; send the next."""
+        if self._ws.state is not OPEN:
+            return
+        if self._ping is not None:
+            log.debug("no pong within %g s: failing the connection", PING_TIMEOUT)
+            self._ws.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+            self._write()
+            self.abort()
+            return
+        self._ping = os.urandom(4)
+        self._ws.send_ping(self._ping)
+        self._write()
+        self._timers["ping"] = self._loop.call_later(PING_TIMEOUT, self._keepalive)
+
+    def _ended(self) -> ConnectionEnded:
+        received = self._ws.close_rcvd if self._ws.state is CLOSED else None
+        if received is None:
             return ConnectionEnded(None, "")
-        return ConnectionEnded(exc.rcvd.code, exc.rcvd.reason)
+        return ConnectionEnded(received.code, received.reason)

@@ -453,7 +453,7 @@ async def _open_public_conversation(agent_id: str, endpoint: str, timeout: float
                                                 timeout=timeout, attempts=1)
             try:
                 for message in protocol.messages_to_send():
-                    await conn.send(message)
+                    conn.send(message)
                 while protocol.metadata is None:
                     frame = await conn.recv()
                     if isinstance(frame, str):

@@ -159,8 +159,6 @@ class Session:
         self._conn: Connection | None = None
         self._connect_task: asyncio.Task[Connection] | None = None
         self._close_task: asyncio.Task[None] | None = None
-        self._writer: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
         self._control_out: deque[str] = deque()
         self._audio_out: deque[tuple[str, int]] = deque()  # (message, caller stream end)
         self._max_audio_backlog = max(4, _MAX_AUDIO_BACKLOG_MS // settings.buffer_ms)
@@ -275,9 +273,9 @@ class Session:
         if self._hangup_reason is not None:
             self._begin_close(self._hangup_reason)
         else:
+            self._conn.on_writable = self._flush
             self._protocol.begin()
             self._queue_control()
-            self._writer = asyncio.ensure_future(self._write_loop(self._conn))
         return await self._receive_loop(self._conn)
 
     def _connect(self) -> Awaitable[Connection]:
@@ -478,7 +476,7 @@ class Session:
                 else:
                     kept.append(message)
             self._control_out = kept
-        self._wake.set()
+        self._flush()
 
     def _send_caller_chunks(self, chunks: list[tuple[bytes, int]]) -> None:
         self.counters.caller_bytes_dropped += self._chunker.dropped
@@ -494,28 +492,33 @@ class Session:
         while len(self._audio_out) > self._max_audio_backlog:  # socket stalled: shed oldest
             self._audio_out.popleft()
             self.counters.caller_bytes_dropped += self._chunker.chunk_bytes
-        self._wake.set()
+        self._flush()
 
-    async def _write_loop(self, conn: Connection) -> None:
-        """Single writer: control messages first, caller audio only while ACTIVE."""
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._control_out or self._audio_out:
-                stream_end = None
-                if self._control_out:
-                    message = self._control_out.popleft()
-                elif self._state is SessionState.ACTIVE:
-                    message, stream_end = self._audio_out.popleft()
-                else:
-                    self._audio_out.clear()
-                    break
-                try:
-                    await conn.send(message)
-                except ConnectionEnded:
-                    return
-                if stream_end is not None:
-                    self._emit(CallerAudioSent(stream_end, time.monotonic()))
+    def _flush(self) -> None:
+        """Write what is queued, control messages first, caller audio only while ACTIVE.
+
+        Synchronous: each message goes to the transport at once. While the
+        socket's buffer is full (``writable`` False) the rest waits here, shed
+        as the queues' bounds say, until the connection calls again."""
+        conn = self._conn
+        if conn is None or self._state is SessionState.CLOSING or self._state is SessionState.ENDED:
+            return
+        while conn.writable and (self._control_out or self._audio_out):
+            stream_end = None
+            if self._control_out:
+                message = self._control_out.popleft()
+            elif self._state is SessionState.ACTIVE:
+                message, stream_end = self._audio_out.popleft()
+            else:
+                break  # caller audio waits for the metadata
+            try:
+                conn.send(message)
+            except ConnectionEnded:
+                self._control_out.clear()
+                self._audio_out.clear()
+                return
+            if stream_end is not None:
+                self._emit(CallerAudioSent(stream_end, time.monotonic()))
 
     # --- ending -------------------------------------------------------------------
 
@@ -537,15 +540,10 @@ class Session:
         self._close_task = asyncio.ensure_future(self._conn.close(1000, reason))
 
     async def _teardown(self) -> None:
-        """Stop the writer and close the socket; every wait bounded."""
+        """Cancel what is pending and close the socket; every wait bounded."""
         self._state = SessionState.CLOSING
         bound = client.CLOSE_TIMEOUT + 1.0
-        writer = self._writer
-        if writer is not None and writer.done() and not writer.cancelled() and writer.exception():
-            self._log.error("sending failed", exc_info=writer.exception())
-        pending = [
-            t for t in (self._connect_task, self._writer, self._goodbye_task) if t is not None and not t.done()
-        ]
+        pending = [t for t in (self._connect_task, self._goodbye_task) if t is not None and not t.done()]
         for task in pending:
             task.cancel()
         if pending:
@@ -557,6 +555,7 @@ class Session:
         if self._close_task is not None:
             await asyncio.wait({self._close_task}, timeout=bound)
         if conn is not None:
+            conn.on_writable = None  # the connection <-> session cycle
             try:
                 await asyncio.wait_for(conn.close(1000, "conversation ended"), bound)
             except (TimeoutError, OSError) as exc:
@@ -564,7 +563,7 @@ class Session:
         # A finished task keeps its exception, whose traceback holds a frame holding this
         # session: drop them so that the session is freed when the call ends, not by the
         # cycle collector.
-        self._connect_task = self._writer = self._goodbye_task = self._close_task = None
+        self._connect_task = self._goodbye_task = self._close_task = None
 
     # --- helpers ------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ def connect(endpoint: str, agent_id: str = "agent_a", api_key: str | None = API_
 
 async def first_message(conn) -> dict:
     async with asyncio.timeout(5):
-        await conn.send(json.dumps({"type": "conversation_initiation_client_data"}))
+        conn.send(json.dumps({"type": "conversation_initiation_client_data"}))
         return json.loads(await conn.recv())
 
 
@@ -78,7 +78,7 @@ def test_recv_raises_connection_ended_with_server_close_code(make_sim):
 
     async def main():
         conn = await connect(sim.signed_url_endpoint)
-        await conn.send(json.dumps({"type": "conversation_initiation_client_data"}))
+        conn.send(json.dumps({"type": "conversation_initiation_client_data"}))
         async with asyncio.timeout(5):
             while True:
                 await conn.recv()
