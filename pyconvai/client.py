@@ -429,12 +429,13 @@ def _retrieved(future: asyncio.Future) -> None:
 class Connection(asyncio.Protocol):
     """An open conversation socket: websockets' Sans-I/O protocol on an asyncio transport.
 
-    Nothing stands between a frame and the session: a received message is
-    queued for :meth:`recv` straight from ``data_received`` (one wake-up of
-    the receiving task per read, not per message), and :meth:`send` writes a
-    frame to the transport at once, without a task or a lock. Keepalive: a
-    ping every ``PING_INTERVAL``; no pong within ``PING_TIMEOUT`` fails the
-    connection (1011). Closing is bounded by ``CLOSE_TIMEOUT``.
+    Nothing stands between a frame and the session: a received message goes
+    to the handler set by :meth:`deliver_to` straight from ``data_received``
+    (or is queued for :meth:`recv`), and :meth:`send` writes a frame to the
+    transport at once; no task, future or lock per message. Keepalive: the
+    first ping ``PING_INTERVAL`` after the handshake, then every
+    ``PING_TIMEOUT``, when the last one must have been answered, else the
+    connection fails (1011). Closing is bounded by ``CLOSE_TIMEOUT``.
 
     Asyncio thread only.
     """
@@ -445,8 +446,10 @@ class Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self.handshake: asyncio.Future[None] = loop.create_future()
         self.handshake.add_done_callback(_retrieved)  # a failure nobody awaits any more is no warning
-        self._lost: asyncio.Future[None] = loop.create_future()
+        #: Done once the TCP connection is gone (then ``ended()`` says how it closed).
+        self.lost: asyncio.Future[None] = loop.create_future()
         self._inbox: deque[str | bytes] = deque()
+        self._handler: Callable[[str | bytes], None] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._fragments: list[bytes] = []
         self._fragmented_text = False
@@ -492,8 +495,8 @@ class Connection(asyncio.Protocol):
         self._timers.clear()
         if not self.handshake.done():
             self.handshake.set_exception(self._ws.handshake_exc or ConnectionError("closed during the handshake"))
-        if not self._lost.done():
-            self._lost.set_result(None)
+        if not self.lost.done():
+            self.lost.set_result(None)
         self._wake()
 
     def pause_writing(self) -> None:
@@ -509,23 +512,30 @@ class Connection(asyncio.Protocol):
     async def recv(self) -> str | bytes:
         """Next message from the server; ConnectionEnded once the socket is closed."""
         while not self._inbox:
-            if self._lost.done():
-                raise self._ended()
+            if self.lost.done():
+                raise self.ended()
             self._waiter = self._loop.create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
-        if self._reading_paused and len(self._inbox) <= 1:
-            self._reading_paused = False
-            self._transport.resume_reading()
-        return self._inbox.popleft()
+        message = self._inbox.popleft()
+        self._resume_reading()
+        return message
+
+    def deliver_to(self, handler: Callable[[str | bytes], None] | None) -> None:
+        """Hand each message to ``handler`` from the read callback from now on (those
+        already queued first); None: queue them for :meth:`recv` again."""
+        self._handler = handler
+        while handler is not None and self._handler is handler and self._inbox:
+            handler(self._inbox.popleft())
+        self._resume_reading()
 
     def send(self, message: str) -> None:
         """Write one text frame now; ConnectionEnded once closing. While ``writable`` is
         False the transport buffers it (the caller should hold more until ``on_writable``)."""
         if self._ws.state is not OPEN:
-            raise self._ended()
+            raise self.ended()
         self._ws.send_text(message.encode())
         self._write()
 
@@ -537,7 +547,7 @@ class Connection(asyncio.Protocol):
         elif self._ws.state is CONNECTING:
             self.abort()
         try:
-            await asyncio.wait_for(asyncio.shield(self._lost), CLOSE_TIMEOUT)
+            await asyncio.wait_for(asyncio.shield(self.lost), CLOSE_TIMEOUT)
         except TimeoutError:
             self.abort()
 
@@ -546,6 +556,11 @@ class Connection(asyncio.Protocol):
             self._transport.abort()
 
     # --- internals -------------------------------------------------------------------
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and not self._inbox:
+            self._reading_paused = False
+            self._transport.resume_reading()
 
     def _frame(self, frame: Frame) -> None:
         if frame.opcode is Opcode.PONG:
@@ -563,14 +578,19 @@ class Connection(asyncio.Protocol):
             data, text, self._fragments = b"".join(self._fragments), self._fragmented_text, []
         else:
             data, text = frame.data, frame.opcode is Opcode.TEXT
-        if not text:
-            self._inbox.append(bytes(data))
-            return
-        try:
-            self._inbox.append(bytes(data).decode())
-        except UnicodeDecodeError:
-            self._ws.fail(CloseCode.INVALID_DATA, "invalid UTF-8")
-            self._write()
+        if text:
+            try:
+                message: str | bytes = bytes(data).decode()
+            except UnicodeDecodeError:
+                self._ws.fail(CloseCode.INVALID_DATA, "invalid UTF-8")
+                self._write()
+                return
+        else:
+            message = bytes(data)
+        if self._handler is not None:
+            self._handler(message)
+        else:
+            self._inbox.append(message)
 
     def _write(self) -> None:
         transport = self._transport
@@ -589,7 +609,7 @@ class Connection(asyncio.Protocol):
             self._waiter.set_result(None)
 
     def _keepalive(self) -> None:
-        """Every PING_INTERVAL: the last ping must have been answered; send the next."""
+        """The last ping must have been answered; send the next."""
         if self._ws.state is not OPEN:
             return
         if self._ping is not None:
@@ -603,7 +623,8 @@ class Connection(asyncio.Protocol):
         self._write()
         self._timers["ping"] = self._loop.call_later(PING_TIMEOUT, self._keepalive)
 
-    def _ended(self) -> ConnectionEnded:
+    def ended(self) -> ConnectionEnded:
+        """How the socket closed (code None: no close frame came)."""
         received = self._ws.close_rcvd if self._ws.state is CLOSED else None
         if received is None:
             return ConnectionEnded(None, "")

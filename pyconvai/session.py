@@ -159,6 +159,7 @@ class Session:
         self._conn: Connection | None = None
         self._connect_task: asyncio.Task[Connection] | None = None
         self._close_task: asyncio.Task[None] | None = None
+        self._outcome: asyncio.Future[SessionEnded] | None = None  # set while receiving
         self._control_out: deque[str] = deque()
         self._audio_out: deque[tuple[str, int]] = deque()  # (message, caller stream end)
         self._max_audio_backlog = max(4, _MAX_AUDIO_BACKLOG_MS // settings.buffer_ms)
@@ -293,29 +294,44 @@ class Session:
                                   attempts=s.max_connection_attempts, ssl_context=s.ssl_context)
 
     async def _receive_loop(self, conn: Connection) -> SessionEnded:
+        """Handle each message as the socket reads it (no task switch per message) until one
+        ends the conversation, the start message is late, or the socket closes."""
+        loop = asyncio.get_running_loop()
+        self._outcome = loop.create_future()
         timeout = self.settings.connection_timeout_seconds
-        metadata_deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            try:
-                if self._state is SessionState.CONNECTING:
-                    async with asyncio.timeout_at(metadata_deadline):
-                        frame = await conn.recv()
-                else:
-                    frame = await conn.recv()
-            except TimeoutError:
-                started = " or ".join(sorted(self._protocol.START_TYPES))
-                return self._ending(EndStatus.FAILED, f"no {started} within {timeout:g} s")
-            except ConnectionEnded as closed:
-                return self._closed(closed)
-            if isinstance(frame, str):
-                self._protocol.receive_text(frame)
+        late = loop.call_later(timeout, self._no_start, timeout)
+        conn.deliver_to(self._receive)
+        try:
+            await asyncio.wait({self._outcome, conn.lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            late.cancel()
+            conn.deliver_to(None)
+        if self._outcome.done():
+            return self._outcome.result()  # or raises what handling a message raised
+        return self._closed(conn.ended())
+
+    def _receive(self, message: str | bytes) -> None:
+        """One message from the socket (asyncio thread, the socket's read callback)."""
+        if self._outcome.done():
+            return
+        try:
+            if isinstance(message, str):
+                self._protocol.receive_text(message)
             else:
-                self._protocol.receive_bytes(frame)
+                self._protocol.receive_bytes(message)
             self._queue_control()
             for event in self._protocol.events_received():
                 ended = self._handle(event)
                 if ended is not None:
-                    return ended
+                    self._outcome.set_result(ended)
+                    return
+        except Exception as exc:  # a bug: run() ends the call FAILED with it
+            self._outcome.set_exception(exc)
+
+    def _no_start(self, timeout: float) -> None:
+        if self._state is SessionState.CONNECTING and not self._outcome.done():
+            started = " or ".join(sorted(self._protocol.START_TYPES))
+            self._outcome.set_result(self._ending(EndStatus.FAILED, f"no {started} within {timeout:g} s"))
 
     def _handle(self, event: object) -> SessionEnded | None:
         """Apply one protocol event; a SessionEnded means: stop now."""

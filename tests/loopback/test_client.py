@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import logging
 import re
@@ -11,7 +13,8 @@ import time
 
 import pytest
 
-from pyconvai.client import ConnectFailed, ConnectionEnded, default_tls_context, open_connection
+from pyconvai import client
+from pyconvai.client import ConnectFailed, ConnectionEnded, default_tls_context, open_connection, open_direct
 from pyconvai.sim import AgentScript
 
 from loopback_helpers import API_KEY, self_signed_cert
@@ -238,3 +241,101 @@ def test_the_warm_up_connection_runs_the_client_and_leaves_nothing_open(caplog):
     caplog.set_level(logging.DEBUG, logger="pyconvai.client")
     assert asyncio.run(main()) == set()
     assert any("websocket open after" in r.getMessage() for r in caplog.records)  # a real handshake
+
+
+# --- the socket itself, against a raw server: frames written byte by byte ---------------------
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def _server_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """One unmasked frame, as a server sends it (payloads under 126 bytes)."""
+    assert len(payload) < 126
+    return bytes([(0x80 if fin else 0) | opcode, len(payload)]) + payload
+
+
+async def _raw_server(frames: list[bytes], received: list[bytes]) -> asyncio.Server:
+    """Accept the upgrade, write ``frames``, then keep what the client sends until it closes."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        key = re.search(rb"(?i)sec-websocket-key:\s*(\S+)", request).group(1)
+        accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n" + b"".join(frames))
+        while data := await reader.read(65536):
+            received.append(data)
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+def _open_raw(frames: list[bytes], received: list[bytes], body) -> object:
+    async def main():
+        server = await _raw_server(frames, received)
+        port = server.sockets[0].getsockname()[1]
+        conn = await open_direct(url=f"ws://127.0.0.1:{port}/", headers={}, timeout=2.0, attempts=1)
+        try:
+            async with asyncio.timeout(5):
+                return await body(conn)
+        finally:
+            conn.abort()
+            server.close()
+
+    return asyncio.run(main())
+
+
+def test_fragmented_and_binary_messages_arrive_whole():
+    frames = [_server_frame(0x1, b"hel", fin=False), _server_frame(0x0, b"lo ", fin=False),
+              _server_frame(0x9, b"ping"),  # a ping between fragments is allowed, and answered
+              _server_frame(0x0, "wörld".encode()), _server_frame(0x2, b"\x00\x01\x02")]
+    received: list[bytes] = []
+
+    async def body(conn):
+        return [await conn.recv(), await conn.recv()]
+
+    assert _open_raw(frames, received, body) == ["hello wörld", b"\x00\x01\x02"]
+
+
+def test_messages_go_to_the_handler_from_the_read_callback_in_order():
+    frames = [_server_frame(0x1, b"one"), _server_frame(0x1, b"two"), _server_frame(0x1, b"three")]
+
+    async def body(conn):
+        first = await conn.recv()
+        got: list[str] = []
+        conn.deliver_to(got.append)  # what is queued first, then each message as it is read
+        while len(got) < 2:
+            await asyncio.sleep(0.01)
+        return [first, *got]
+
+    assert _open_raw(frames, [], body) == ["one", "two", "three"]
+
+
+def test_invalid_utf8_fails_the_connection_with_1007():
+    received: list[bytes] = []
+
+    async def body(conn):
+        with pytest.raises(ConnectionEnded):
+            while True:
+                await conn.recv()
+
+    _open_raw([_server_frame(0x1, b"\xff\xfe")], received, body)
+    close = b"".join(received)[-(2 + 4 + 2 + len("invalid UTF-8")):]  # the client's masked close frame
+    assert close[0] == 0x88
+    mask, payload = close[2:6], close[6:]
+    assert int.from_bytes(bytes(b ^ mask[i % 4] for i, b in enumerate(payload[:2])), "big") == 1007
+
+
+def test_a_server_that_never_answers_pings_is_dropped(monkeypatch):
+    """The keepalive: no pong within PING_TIMEOUT ends the connection (here 0.2 s)."""
+    monkeypatch.setattr(client, "PING_INTERVAL", 0.2)
+    monkeypatch.setattr(client, "PING_TIMEOUT", 0.2)
+
+    async def body(conn):
+        started = time.monotonic()
+        with pytest.raises(ConnectionEnded) as info:
+            await conn.recv()
+        return info.value.code, time.monotonic() - started
+
+    code, waited = _open_raw([], [], body)
+    assert code is None and waited >= 0.35  # not before the ping went unanswered
