@@ -63,13 +63,14 @@ DRAIN_SLACK_SECONDS = 1.0
 
 
 def _weakly(method: Callable[..., None]) -> Callable[..., None]:
-    """``method``, without keeping its object alive."""
-    ref = weakref.WeakMethod(method)
+    """``method``, without keeping its object alive. (Not WeakMethod: its dereference is a
+    Python frame and a new bound method, for every event of every call.)"""
+    ref, function = weakref.ref(method.__self__), method.__func__
 
     def call(*args: object, **kwargs: object) -> None:
-        bound = ref()
-        if bound is not None:
-            bound(*args, **kwargs)
+        obj = ref()
+        if obj is not None:
+            function(obj, *args, **kwargs)
 
     return call
 

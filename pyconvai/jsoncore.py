@@ -10,14 +10,13 @@ No I/O, no threads: a core is driven from one thread (the asyncio thread).
 
 from __future__ import annotations
 
-import base64
 import binascii
 from collections.abc import Mapping
 from typing import Any, Callable
 
 import orjson
 
-__all__ = ["JsonCore", "Malformed", "b64", "boolean", "integer", "number", "opt_string", "section", "string"]
+__all__ = ["JsonCore", "Malformed", "b64", "b64_text", "boolean", "integer", "number", "opt_string", "section", "string"]
 
 
 class Malformed(Exception):
@@ -73,9 +72,15 @@ def boolean(obj: Mapping[str, Any], key: str) -> bool:
     return value
 
 
+def b64_text(data: bytes) -> str:
+    """``data`` as base64 text (base64.b64encode without its Python frame)."""
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
+
+
 def b64(value: str) -> bytes:
+    # binascii directly: base64.b64decode(value, validate=True) is this call behind a Python frame
     try:
-        return base64.b64decode(value, validate=True)
+        return binascii.a2b_base64(value, strict_mode=True)
     except (binascii.Error, ValueError) as exc:
         raise Malformed(f"audio is not valid base64 ({exc})") from None
 

@@ -15,7 +15,6 @@ Message shapes follow docs/elevenlabs-protocol.md §4 and §5.
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Union
 
@@ -24,6 +23,7 @@ import orjson
 from .jsoncore import JsonCore
 from .jsoncore import Malformed as _Malformed
 from .jsoncore import b64 as _b64
+from .jsoncore import b64_text as _b64_text
 from .jsoncore import boolean as _bool
 from .jsoncore import integer as _int
 from .jsoncore import number as _number
@@ -459,7 +459,7 @@ class ConvaiProtocol(JsonCore):
     def user_audio(self, audio: bytes) -> None:
         """Queue one ``user_audio_chunk`` (audio already in the agent's input format)."""
         self._outbox.append(
-            '{"user_audio_chunk":"' + base64.b64encode(audio).decode("ascii") + '"}'
+            '{"user_audio_chunk":"' + _b64_text(audio) + '"}'
         )
 
     def pong(self, event_id: int) -> None:

@@ -33,7 +33,6 @@ No I/O, one thread.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping
 from typing import Any
 
@@ -205,7 +204,7 @@ class RealtimeProtocol(JsonCore):
 
     def user_audio(self, audio: bytes) -> None:
         self._outbox.append('{"type":"input_audio_buffer.append","audio":"'
-                            + base64.b64encode(audio).decode("ascii") + '"}')
+                            + f.b64_text(audio) + '"}')
 
     def user_message(self, text: str) -> None:
         self._item("user", text)

@@ -30,7 +30,6 @@ No I/O, one thread.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping
 from typing import Any
 
@@ -151,7 +150,7 @@ class BridgeProtocol(JsonCore):
     # --- client -> server -------------------------------------------------
 
     def user_audio(self, audio: bytes) -> None:
-        self._outbox.append('{"type":"audio.input","audio":"' + base64.b64encode(audio).decode("ascii")
+        self._outbox.append('{"type":"audio.input","audio":"' + f.b64_text(audio)
                             + '","format":"' + self._format_name + '"}')
 
     def user_message(self, text: str) -> None:

@@ -5,7 +5,7 @@ Environment (defaults: the full issue, about 30 minutes on 2 cores):
   BENCH_QUICK=1               a short run (minutes): fewer calls, levels 1,20,50, 200 soak calls
   BENCH_LEVELS=1,50,100,150,200,400
   BENCH_WINDOW_S=30           steady window at each capacity level
-  BENCH_PROFILE_LEVEL=100     py-spy (GIL holder) for 15 s after that level's window (0: never)
+  BENCH_PROFILE_LEVEL=100     py-spy (the asyncio thread, native frames) for 15 s after that level's window (0: never)
   BENCH_CAPACITY_BUFFER_MS=240  elevenlabs_audio_frames_buffer_ms of the capacity levels (20: 50 chunks/s)
   BENCH_RAMP_RATE=20          calls originated per second
   BENCH_SINGLE_CALLS=6        one-call-at-a-time calls (each BENCH_SINGLE_SECONDS=48)

@@ -217,7 +217,7 @@ def explanations(out: dict) -> list[str]:
             + (f" The runtime's asyncio thread alone takes {asyncio_cpu:.1f} % of a core "
                f"({asyncio_cpu / level:.3f} % per call): the WebSocket reads and writes, JSON and base64 of "
                "every message, the doorbell's wake-ups, queueing the agent's frames." if asyncio_cpu else ""))
-        add("- Where its Python time goes: the profile below the capacity table (py-spy, GIL holder only).")
+        add("- Where its Python time goes: the profile below the capacity table (py-spy, native frames).")
         add("- What would meet it: fewer Python operations per message. websockets' Sans-I/O protocol driven "
             "from a bare `asyncio.Protocol` (no assembler, futures and context managers per message, and caller "
             "audio written from the doorbell's callback with no task switch); `audio` messages parsed and "

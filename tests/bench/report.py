@@ -67,9 +67,9 @@ def _miss(value: float | None, bar: float, unit: str) -> tuple[str, str]:
 
 def _profile(add, level: int, prof: dict) -> None:
     """The runtime's Python profile (tests/bench/profile.py) as two short tables."""
-    add(f"Where the runtime's Python time goes at {_calls(level)} (py-spy, sampling the thread that holds "
-        f"the GIL at 100 Hz for {prof.get('seconds', 0):g} s after the window; shares of "
-        f"{prof.get('samples', 0)} samples):")
+    add(f"Where the runtime's asyncio thread spends its time at {_calls(level)} (py-spy with native frames, "
+        f"100 Hz for {prof.get('seconds', 0):g} s after the window, waits in epoll left out; shares of "
+        f"{prof.get('samples', 0)} busy samples):")
     add("")
     if "error" in prof:
         add(f"- not profiled: {' '.join(prof['error'])}")

@@ -388,7 +388,7 @@ def run_level(root: Path, moddir: str, out_dir: Path, level: int, with_module: b
         run.measure_window(cfg.window_s)
         r.channels_in_window = (channels_before, run.ast.channel_count())
         if with_module and level == cfg.profile_level:
-            log(f"  {name}: profiling the runtime for {cfg.profile_s:g} s (py-spy, GIL holder only)")
+            log(f"  {name}: profiling the runtime for {cfg.profile_s:g} s (py-spy, the asyncio thread)")
             r.profile = profile(root, run.ast.pid, cfg.profile_s)
         run.ast.cli("channel request hangup all")
         if with_module and not run.wait_finished(level, 120):
