@@ -195,9 +195,8 @@ def explanations(out: dict) -> list[str]:
             "buffers, the agent audio queued ahead (sent 4x faster than real time)."
             + (" With one call, what the first call still builds once (the channel threads' malloc arenas) "
                "weighs on the figure; it falls with N (capacity table)." if lv.level == 1 else ""))
-        add("- What would meet it: a lighter WebSocket client (websockets' Sans-I/O protocol on a bare "
-            "`asyncio.Protocol`: no reader buffers and message assembler per call), and agent audio queued "
-            "as one buffer per response rather than one bytes object per 20 ms frame.")
+        add("- What would meet it: agent audio queued as one buffer per response rather than one bytes "
+            "object per 20 ms frame, and the per-call statistics' samples kept in C.")
         add("")
 
     for row in rows:
@@ -218,11 +217,17 @@ def explanations(out: dict) -> list[str]:
                f"({asyncio_cpu / level:.3f} % per call): the WebSocket reads and writes, JSON and base64 of "
                "every message, the doorbell's wake-ups, queueing the agent's frames." if asyncio_cpu else ""))
         add("- Where its Python time goes: the profile below the capacity table (py-spy, native frames).")
-        add("- What would meet it: fewer Python operations per message. websockets' Sans-I/O protocol driven "
-            "from a bare `asyncio.Protocol` (no assembler, futures and context managers per message, and caller "
-            "audio written from the doorbell's callback with no task switch); `audio` messages parsed and "
-            "decoded into the playback queue in C; the per-frame clock records aggregated in C on the "
-            "channel thread, Python reading a summary.")
+        add("- What would meet it: the per-message path out of Python. The WebSocket already has nothing "
+            "between a frame and the session (websockets' Sans-I/O protocol on the transport, see the design "
+            "changes); what is left per message is websockets' frame parser, JSON, base64 and the session → "
+            "call → downlink handling, about fifty Python calls for each `audio` message, and a Python "
+            "iteration for each of the 100 clock records a call sends a second. `audio` messages parsed and "
+            "decoded into the playback queue in C, and the clock records aggregated in C on the channel thread "
+            "(Python reading a summary), would take most of it. The same Python code costs about twice as much "
+            "inside Asterisk as in a process of its own with the same calls and message rates (measured by hand: the runtime with "
+            "real rings and the simulator, no Asterisk, this code: 7.6 and 7.8 % of a core for 50 "
+            "calls, against 16–17 % inside Asterisk), which is why each Python frame saved counts double and why none of the smaller cuts "
+            "showed in the A/B runs.")
         add("")
 
     s, f = out["soak"], out["soak_floor"]
@@ -321,6 +326,18 @@ def design_changes() -> list[str]:
         "instead of every 100 ms (the sweep was 7 % of the GIL holder's samples at 50 calls); the key-entry "
         "pause is a timer, not polled; the playback thread tops the rings up every 100 ms instead of 20 "
         "(its thread: 0.9–1.8 % → 0.5–0.6 % of a core).",
+        "- **The WebSocket is websockets' Sans-I/O protocol on the asyncio transport (issue 15).** websockets' "
+        "asyncio connection put an assembler, a queue, futures, a send lock and an async context manager "
+        "between each frame and the session, and the session a writer task woken for each message. Now the "
+        "session handles each message in the socket's read callback and writes each message to the transport "
+        "where it is queued (the keepalive, the closing handshake, fragments and UTF-8 checks are ours, on "
+        "websockets' protocol; tests against a raw server cover them). A/B in this bench's Asterisk "
+        "(2026-12-03, `BENCH_PARTS=capacity BENCH_LEVELS=50 BENCH_NO_FLOOR=1`, three runs of each build, one "
+        "after the other): the asyncio thread 21.7, 19.2 and 19.9 % of a core before, 16.3, 16.5 and 17.2 % "
+        "after (−18 %); Asterisk's CPU 60.3, 55.5 and 58.1 % → 52.2, 52.5 and 53.7 %. Two smaller cuts the "
+        "profile pointed to (base64 through binascii without `base64`'s Python frame; the call's weak "
+        "callbacks without `WeakMethod`) were kept as simplifications but did not show: 16.2, 16.8 and "
+        "16.6 % against 16.1, 17.4 and 15.8 %.",
         "- **Rings sized to what they carry, and a warm-up connection at load (issue 15).** A ring costs every "
         "page it has cycled through; they were 448 KiB per call (uplink 256 KiB) and are 176 KiB (uplink 64, "
         "downlink 32, clock 16, control 64 of which its rare records touch little). RSS per call over the floor: "
