@@ -5,7 +5,7 @@ Environment (defaults: the full issue, about 30 minutes on 2 cores):
   BENCH_QUICK=1               a short run (minutes): fewer calls, levels 1,20,50, 200 soak calls
   BENCH_LEVELS=1,50,100,150,200,400
   BENCH_WINDOW_S=30           steady window at each capacity level
-  BENCH_PROFILE_LEVEL=100     py-spy (the asyncio thread, native frames) for 15 s after that level's window (0: never)
+  BENCH_PROFILE_LEVEL=100     py-spy (the asyncio thread, native frames) for 15 s in a run of its own at that level (0: never)
   BENCH_CAPACITY_BUFFER_MS=240  elevenlabs_audio_frames_buffer_ms of the capacity levels (20: 50 chunks/s)
   BENCH_RAMP_RATE=20          calls originated per second
   BENCH_SINGLE_CALLS=6        one-call-at-a-time calls (each BENCH_SINGLE_SECONDS=48)
@@ -34,7 +34,7 @@ from pathlib import Path
 
 from .bed import client_setup_ms, machine_info, moddir, raise_fd_limit, testbed_root
 from .report import compute, render, summary_lines
-from .scenarios import LIVE, Settings, run_level, run_sequential, run_sip_level, run_soak
+from .scenarios import LIVE, Settings, profile_level, run_level, run_sequential, run_sip_level, run_soak
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -135,6 +135,8 @@ def main() -> int:
             for level in levels:
                 log(f"{part}: {level} concurrent {what} through the module")
                 module = run_one(root, mods, work, level, True, cfg, log)
+                if part == "capacity" and level == cfg.profile_level:
+                    module.profile = profile_level(root, mods, work, level, cfg, log)
                 floor = None
                 if cfg.floor:
                     log(f"{part}: {level} concurrent {what} without the module (floor)")

@@ -1,7 +1,7 @@
 """Where the runtime's asyncio thread spends its time inside the bench's Asterisk: py-spy with
 native frames (the event loop's C, the socket calls and the interpreter's own work are named,
-not folded into the Python frame that called them), idle waits left out, in a window of its
-own after the measured one (sampling pauses the process, which must not weigh on the figures).
+not folded into the Python frame that called them), idle waits left out, in a run of its own
+(sampling pauses the process, which must not weigh on the measured calls' figures).
 
 Sampling only the thread that holds the GIL (``--gil``) misled: uvloop reads and writes sockets
 with the GIL released, so that time went to whichever Python frame was last seen."""

@@ -68,7 +68,8 @@ def _miss(value: float | None, bar: float, unit: str) -> tuple[str, str]:
 def _profile(add, level: int, prof: dict) -> None:
     """The runtime's Python profile (tests/bench/profile.py) as two short tables."""
     add(f"Where the runtime's asyncio thread spends its time at {_calls(level)} (py-spy with native frames, "
-        f"100 Hz for {prof.get('seconds', 0):g} s after the window, waits in epoll left out; shares of "
+        f"100 Hz for {prof.get('seconds', 0):g} s in a run of its own at that level, waits in epoll left out; "
+        f"shares of "
         f"{prof.get('samples', 0)} busy samples):")
     add("")
     if "error" in prof:

@@ -90,7 +90,7 @@ class RunResult:
     rec_checks: list[RecordingCheck] = field(default_factory=list)
     channels_in_window: tuple[int, int] | None = None
     memory: list[tuple[int, dict[str, float]]] = field(default_factory=list)
-    profile: dict | None = None  # tests/bench/profile.py, after the window
+    profile: dict | None = None  # tests/bench/profile.py, from a run of its own (profile_level)
     floor_heard: dict = field(default_factory=dict)
     originated_at: float | None = None
     channels_per_call: int = 2  # a Local pair; 1 for a SIP call
@@ -325,7 +325,7 @@ class Settings:
     ramp_rate: float = 20.0  # calls originated per second
     warmup_s: float = 5.0
     window_s: float = 30.0
-    profile_level: int = 100  # py-spy after the window at this level (0: never)
+    profile_level: int = 100  # py-spy in a run of its own at this level (0: never)
     profile_s: float = 15.0
     recorded_per_level: int = 4
     floor: bool = True
@@ -387,9 +387,6 @@ def run_level(root: Path, moddir: str, out_dir: Path, level: int, with_module: b
         channels_before = run.ast.channel_count()
         run.measure_window(cfg.window_s)
         r.channels_in_window = (channels_before, run.ast.channel_count())
-        if with_module and level == cfg.profile_level:
-            log(f"  {name}: profiling the runtime for {cfg.profile_s:g} s (py-spy, the asyncio thread)")
-            r.profile = profile(root, run.ast.pid, cfg.profile_s)
         run.ast.cli("channel request hangup all")
         if with_module and not run.wait_finished(level, 120):
             r.errors.append(f"only {run.finished()} of {level} calls published their figures")
@@ -399,6 +396,23 @@ def run_level(root: Path, moddir: str, out_dir: Path, level: int, with_module: b
         r.idle_after = proc_sample(run.ast.pid)
         run.collect()
     return r
+
+
+def profile_level(root: Path, moddir: str, out_dir: Path, level: int, cfg: Settings, log=print) -> dict | None:
+    """The asyncio thread's profile with ``level`` calls, in a run of its own: py-spy with native
+    frames pauses the process at every sample, which would disturb the measured calls' pacing."""
+    run = Run(root, moddir, out_dir, name=f"profile-{level}", with_module=True, buffer_ms=cfg.capacity_buffer_ms,
+              caller_seconds=level / cfg.ramp_rate + CONNECT_ALLOWANCE_S + cfg.warmup_s + cfg.profile_s + 30.0)
+    with run:
+        run.start()
+        run.place(level, level, cfg.ramp_rate, set())
+        run.wait_connected(level, CONNECT_ALLOWANCE_S)
+        time.sleep(cfg.warmup_s)
+        log(f"  profile-{level}: profiling the runtime for {cfg.profile_s:g} s (py-spy, the asyncio thread)")
+        found = profile(root, run.ast.pid, cfg.profile_s)
+        run.ast.cli("channel request hangup all")
+        run.wait_idle(120)
+    return found
 
 
 def run_sip_level(root: Path, moddir: str, out_dir: Path, level: int, with_module: bool, cfg: Settings,
