@@ -193,6 +193,11 @@ def render(raw: dict) -> str:
         add("")
         add(f"The soak figures come from a later run of the soak alone (`BENCH_PARTS=soak`, {src['started']}, "
             f"commit {src['commit']}): {src['why']}")
+    if raw.get("levels_source"):
+        src = raw["levels_source"]
+        add("")
+        add(f"The capacity levels {src['levels']} come from a later run of those levels (`BENCH_PARTS=capacity`, "
+            f"{src['started']}, commit {src['commit']}): {src['why']}")
     add("")
     add("## Machine")
     add("")
