@@ -1,4 +1,5 @@
-"""Network I/O for ConvAI: the signed-URL request (httpx) and the WebSocket (websockets).
+"""Network I/O for ConvAI: the signed-URL request (httpx) and the WebSocket (websockets'
+Sans-I/O protocol on an asyncio transport, :class:`Connection`).
 
 This is the only module that touches the network. Everything runs on the
 asyncio thread. Every await is bounded:
@@ -8,9 +9,8 @@ asyncio thread. Every await is bounded:
   backoff (0.25 s · 2^n, at most 2 s) between them. Only transient failures
   are retried: network errors, timeouts, HTTP 429 and 5xx. Other HTTP
   statuses (401, 403, 404, 422, ...) fail at once.
-* :meth:`Connection.recv` waits for the server without a deadline, but the
-  websockets keepalive (a WS ping every 20 s, 20 s to answer) ends a dead
-  connection within about 40 s.
+* receiving waits for the server without a deadline, but the keepalive (a
+  WS ping every 20 s, 20 s to answer) ends a dead connection within about 40 s.
 * :meth:`Connection.close` is bounded by ``CLOSE_TIMEOUT``.
 
 TLS certificates are always verified, against the system's CA store by
@@ -63,8 +63,8 @@ __all__ = [
 log = logging.getLogger("pyconvai.client")
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # the server's own maximum (protocol doc §2)
-#: Received messages buffered before websockets stops reading the socket: with 16 MiB
-#: messages its default (16) would let one connection hold 256 MiB.
+#: Received messages queued for recv() before the socket stops being read: with 16 MiB
+#: messages, 16 would let one connection hold 256 MiB.
 MAX_QUEUED_MESSAGES = 4
 CLOSE_TIMEOUT = 2.0
 PING_INTERVAL = 20.0
