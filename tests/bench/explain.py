@@ -1,5 +1,7 @@
 """The prose of BENCHMARKS.md: the method, and for every missed bar by how much, why, and what would
-meet it. Every number quoted here comes from the figures of the run being reported."""
+meet it. Every number quoted there comes from the figures of the run being reported, except in the
+design changes and the other runs (``design_changes``, ``other_runs``), which are earlier or separate
+measurements and say when, how and of which build each was made."""
 
 from __future__ import annotations
 
