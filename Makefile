@@ -132,7 +132,7 @@ deb:
 # Developer environment on this machine: pyconvai editable, with test tools.
 dev: $(DEV_VENV)/.installed
 
-$(DEV_VENV)/.installed: pyproject.toml setup.py csrc/ring.c csrc/ring.h csrc/ring_build.py
+$(DEV_VENV)/.installed: pyproject.toml setup.py csrc/ring.c csrc/ring.h csrc/clockstats.c csrc/clockstats.h csrc/ring_build.py
 	test -x $(DEV_PYTHON) || $(PYTHON) -m venv $(DEV_VENV)
 	$(DEV_PYTHON) -m pip install -q --disable-pip-version-check -e '.[test]'
 	touch $@

@@ -18,14 +18,18 @@ gives exact figures, with no clock to align:
   (0 when none was written after it);
 - pacing: intervals between consecutive frames while audio plays.
 
-No I/O, no threads: the runtime feeds it on the asyncio thread.
+No I/O, no threads: the runtime feeds it on the asyncio thread. The bulk of
+the records (frames that only add to the counters and the pacing histogram,
+captures kept until the chunks holding them are sent) is counted in C
+(``csrc/clockstats.c``), which stops at each record these rules need.
 """
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass, field
 
+from ._ring import ffi, lib
 from .wire import CLOCK_RECORD, FRAME_SECONDS, ClockKind
 
 #: A silence longer than this between two frames is not a pacing interval.
@@ -36,6 +40,18 @@ BARGE_IN_WINDOW_SECONDS = 0.200
 MAX_SAMPLES = 200
 #: Raw timestamps kept per call for benchmarks (the first ones).
 MAX_TIMESTAMPS = 100
+
+#: clockstats.c hands over no frame written before this (CLOCK_MONOTONIC ns).
+_NO_HAND_OVER = 2**64 - 1
+#: Frames written this close before a time Python compares with are handed over all the
+#: same: Python decides with its own float arithmetic.
+_HAND_OVER_MARGIN_NS = 1000
+
+
+def _new_clock():
+    clock = ffi.new("struct convai_clockstats *")
+    clock.hand_over_writes_from_ns = _NO_HAND_OVER
+    return clock
 
 
 @dataclass
@@ -50,7 +66,6 @@ class _PendingInterruption:
 class CallStats:
     """Figures of one call. Feed it clock records and events; read the results."""
 
-    frames_written: int = 0
     interruptions: int = 0
     downlink_latencies: list[float] = field(default_factory=list)
     downlink_first_frames: list[float] = field(default_factory=list)
@@ -58,25 +73,54 @@ class CallStats:
     uplink_captured: list[float] = field(default_factory=list)
     barge_in_stops: list[float] = field(default_factory=list)
     frames_before_interruptions: list[int] = field(default_factory=list)
-    frame_intervals_ms: Counter = field(default_factory=Counter)
-    first_write: float | None = None
-    last_write: float | None = None
     _awaiting_first_frame: float | None = None
     _pending: list[_PendingInterruption] = field(default_factory=list)
-    _captures: deque = field(default_factory=deque)  # (uplink stream end, captured at)
     _unmatched_sends: deque = field(default_factory=deque)  # (caller stream end, sent at)
+    # Frame counters, pacing histogram and recent captures (struct convai_clockstats).
+    _clock: object = field(default_factory=_new_clock, repr=False, compare=False)
+    _captured_at: object = field(default_factory=lambda: ffi.new("uint64_t *"), repr=False, compare=False)
+
+    @property
+    def frames_written(self) -> int:
+        return self._clock.frames_written
+
+    @property
+    def first_write(self) -> float | None:
+        return self._clock.first_write_ns / 1e9 if self._clock.frames_written else None
+
+    @property
+    def last_write(self) -> float | None:
+        return self._clock.last_write_ns / 1e9 if self._clock.frames_written else None
+
+    @property
+    def frame_intervals_ms(self) -> dict[int, int]:
+        """Intervals between consecutive frames while audio plays: {milliseconds: count}."""
+        return {ms: n for ms, n in enumerate(self._clock.intervals_ms) if n}
 
     def audio_after_silence(self, received_at: float) -> None:
         """Agent audio arrived with nothing left to play; the next frame written is its
         first, and tells whether the last frame before had finished playing (``_frame``)."""
         if self._awaiting_first_frame is None:
             self._awaiting_first_frame = received_at
+            self._hand_over()
 
     def interrupted(self, received_at: float, boundary: int) -> None:
         """The downlink was flushed; stream positions below ``boundary`` are stale."""
         self.interruptions += 1
         self._awaiting_first_frame = None
         self._pending.append(_PendingInterruption(received_at, boundary, self.frames_written))
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Which frames clockstats.c leaves to ``_frame``: every one while a barge-in is
+        measured, those from the audio's arrival while its first frame is awaited."""
+        if self._pending:
+            start = 0
+        elif self._awaiting_first_frame is not None:
+            start = max(0, int(self._awaiting_first_frame * 1e9) - _HAND_OVER_MARGIN_NS)
+        else:
+            start = _NO_HAND_OVER
+        self._clock.hand_over_writes_from_ns = start
 
     def caller_audio_sent(self, stream_end: int, sent_at: float) -> None:
         """A caller chunk ending at ``stream_end`` went to the socket."""
@@ -88,43 +132,45 @@ class CallStats:
         about audio (keys, answers to control records) as (kind, position, at), in order."""
         usable = len(data) - len(data) % CLOCK_RECORD.size
         others = []
-        for position, at_ns, kind, _ in CLOCK_RECORD.iter_unpack(data[:usable]):
-            if kind == ClockKind.WRITTEN:
-                self._frame(position, at_ns / 1e9)
-            elif kind == ClockKind.CAPTURED:
-                self._captures.append((position, at_ns / 1e9))
-            else:
-                others.append((kind, position, at_ns / 1e9))
+        if usable:
+            records, offset = ffi.from_buffer(data), 0
+            while True:
+                offset += lib.convai_clockstats_digest(self._clock, records + offset, usable - offset)
+                if offset >= usable:
+                    break
+                position, at_ns, kind, _ = CLOCK_RECORD.unpack_from(data, offset)
+                offset += CLOCK_RECORD.size
+                if kind == ClockKind.WRITTEN:
+                    self._frame(position, at_ns)
+                else:
+                    others.append((kind, position, at_ns / 1e9))
         self._match_sends()
         return others
 
     def _match_sends(self) -> None:
         """Time each sent chunk from the capture of its last byte."""
-        captures, sends = self._captures, self._unmatched_sends
+        sends, captured_at = self._unmatched_sends, self._captured_at
         while sends:
             stream_end, sent_at = sends[0]
-            while captures and captures[0][0] < stream_end:
-                captures.popleft()
-            if not captures:
+            found = lib.convai_clockstats_captured_at(self._clock, stream_end, captured_at)
+            if not found:
                 return  # its capture record has not been read yet
-            captured_at = captures[0][1]
             sends.popleft()
-            self._add(self.uplink_latencies, sent_at - captured_at)
+            if found < 0:
+                continue  # dropped, Python being seconds behind: no figure rather than a wrong one
+            self._add(self.uplink_latencies, sent_at - captured_at[0] / 1e9)
             if len(self.uplink_captured) < MAX_TIMESTAMPS:
-                self.uplink_captured.append(captured_at)
+                self.uplink_captured.append(captured_at[0] / 1e9)
 
-    def _frame(self, position: int, written: float) -> None:
-        self.frames_written += 1
-        previous, self.last_write = self.last_write, written
-        if self.first_write is None:
-            self.first_write = written
-        if previous is not None:
-            gap = written - previous
-            if gap <= IDLE_GAP_SECONDS:
-                self.frame_intervals_ms[round(gap * 1000)] += 1
+    def _frame(self, position: int, at_ns: int) -> None:
+        """A frame clockstats.c handed over: count it there, then apply the rules."""
+        previous = self.last_write
+        lib.convai_clockstats_written(self._clock, at_ns)
+        written = at_ns / 1e9
         received = self._awaiting_first_frame
         if received is not None and written >= received:
             self._awaiting_first_frame = None
+            self._hand_over()
             if previous is None or previous + FRAME_SECONDS <= received:
                 self._add(self.downlink_latencies, written - received)
                 if len(self.downlink_first_frames) < MAX_TIMESTAMPS:
@@ -145,7 +191,9 @@ class CallStats:
             stop = 0.0 if pending.last_stale_write is None else pending.last_stale_write - pending.received_at
             self._add(self.barge_in_stops, stop)
             self.frames_before_interruptions.append(pending.frames_before)
-        self._pending = keep
+        if len(keep) != len(self._pending):
+            self._pending = keep
+            self._hand_over()
 
     @staticmethod
     def _add(samples: list[float], value: float) -> None:

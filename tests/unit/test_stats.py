@@ -86,7 +86,8 @@ def test_histogram_and_totals_in_prometheus_format():
     assert 'x_bucket{le="0.005"} 1' in lines and 'x_bucket{le="0.02"} 2' in lines
     assert 'x_bucket{le="+Inf"} 3' in lines and "x_count 3" in lines
     totals = Totals()
-    stats = CallStats(downlink_latencies=[0.01], frames_written=50, interruptions=2)
+    stats = CallStats(downlink_latencies=[0.01], interruptions=2)
+    stats.records(playing(0, 1.0, 50))
     totals.add(stats, frames_in=40, underruns=1, dropped=0)
     text = totals.prometheus()
     assert "asterisk_elevenlabs_frames_out_total 50" in text
@@ -104,3 +105,30 @@ def test_uplink_latency_from_the_capture_of_a_chunks_last_byte():
     stats.caller_audio_sent(6 * FRAME, 1.1032)
     assert [round(x, 6) for x in stats.uplink_latencies] == [0.0055, 0.0032]
     assert [round(x, 3) for x in stats.uplink_captured] == [1.04, 1.1]
+
+
+def test_one_batch_with_frames_before_and_after_the_audio_and_a_key_between():
+    """clockstats.c counts the frames before the audio arrived and hands the first one after
+    it to Python, which takes the sample; a key pressed in between comes back in order."""
+    stats = CallStats()
+    stats.records(playing(0, 1.0, 3))  # the last frame, written at 1.040, plays until 1.060
+    stats.audio_after_silence(2.000)
+    key = CLOCK_RECORD.pack(ord("5"), int(2.001e9), ClockKind.DTMF, 0)
+    batch = playing(3 * FRAME, 1.9, 2, step=0.05) + key + playing(5 * FRAME, 2.007, 4)
+    assert stats.records(batch) == [(ClockKind.DTMF, ord("5"), 2.001)]
+    assert stats.frames_written == 9
+    # The frame at 1.95 played until 1.97: 2.000 found silence, and 2.007 was its first frame.
+    assert [round(x, 6) for x in stats.downlink_latencies] == [0.007]
+    assert stats.frame_intervals_ms == {20: 5, 50: 1, 57: 1}
+    assert (stats.first_write, round(stats.last_write, 6)) == (1.0, 2.067)
+
+
+def test_captures_beyond_what_is_kept_lose_samples_but_never_time_a_chunk_wrongly():
+    stats = CallStats()
+    many = 300  # more than clockstats.h keeps (CONVAI_CLOCKSTATS_CAPTURES)
+    stats.records(records(*[((i + 1) * FRAME, 1.0 + i * 0.020) for i in range(many)], kind=CLOCK_CAPTURED))
+    stats.caller_audio_sent(2 * FRAME, 7.0)  # its capture was dropped: no sample, not a later one's
+    stats.caller_audio_sent(many * FRAME, 7.5)
+    captured_last = 1.0 + (many - 1) * 0.020
+    assert stats.uplink_captured == [captured_last]
+    assert [round(x, 6) for x in stats.uplink_latencies] == [round(7.5 - captured_last, 6)]

@@ -1,4 +1,4 @@
-"""The C<->Python contract: csrc/convai_wire.h and csrc/ring.h as Python sees them.
+"""The C<->Python contract: csrc/convai_wire.h, ring.h and clockstats.h as Python sees them.
 
 The C headers are the truth. These tests read them and fail when
 pyconvai/wire.py or the cffi cdef (csrc/ring_build.py) says otherwise.
@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pyconvai import wire
+from pyconvai.stats import IDLE_GAP_SECONDS
 
 CSRC = Path(__file__).resolve().parents[2] / "csrc"
 
@@ -80,18 +81,34 @@ def test_nothing_else_redefines_the_contract():
         assert not re.search(r'Struct\("<QQII"\)|pack\("<BBH"', text), f"{path.name} redefines a record"
 
 
-def test_the_cffi_binding_is_built_from_ring_h_itself():
-    """No hand copy of ring.h: csrc/ring_build.py derives the cdef, and the binding the
-    tests and the runtime load has every function ring.h declares."""
+def test_the_cffi_binding_is_built_from_ring_h_and_clockstats_h_themselves():
+    """No hand copy of ring.h or clockstats.h: csrc/ring_build.py derives the cdef, and the
+    binding the tests and the runtime load has every function they declare."""
     from pyconvai._ring import lib
 
     spec = importlib.util.spec_from_file_location("ring_build", CSRC / "ring_build.py")
     ring_build = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ring_build)
-    names = set(re.findall(r"\b(convai_ring_\w+)\(", _header("ring.h")))
-    assert len(names) == 19
-    assert names == set(re.findall(r"\b(convai_ring_\w+)\(", ring_build.ring_cdef()))
+    names = set(re.findall(r"\b(convai_(?:ring|clockstats)_\w+)\(", _header("ring.h") + _header("clockstats.h")))
+    assert len(names) == 22
+    assert names == set(re.findall(r"\b(convai_(?:ring|clockstats)_\w+)\(", ring_build.ring_cdef()))
     assert all(hasattr(lib, name) for name in names)
+
+
+def test_clockstats_reads_the_clock_record_of_convai_wire_h():
+    """clockstats.c reads struct convai_clock_record as wire.CLOCK_RECORD packs it."""
+    from pyconvai._ring import ffi, lib
+
+    stats = ffi.new("struct convai_clockstats *")
+    stats.hand_over_writes_from_ns = 2**64 - 1
+    data = wire.CLOCK_RECORD.pack(0, 5_000_000, wire.ClockKind.WRITTEN, 0)
+    data += wire.CLOCK_RECORD.pack(160, 25_000_000, wire.ClockKind.WRITTEN, 0)
+    data += wire.CLOCK_RECORD.pack(7, 26_000_000, wire.ClockKind.DTMF, 0)
+    assert lib.convai_clockstats_digest(stats, ffi.from_buffer(data), len(data)) == 2 * wire.CLOCK_RECORD.size
+    assert (stats.frames_written, stats.first_write_ns, stats.last_write_ns) == (2, 5_000_000, 25_000_000)
+    assert stats.intervals_ms[20] == 1
+    idle_gap_ms = _defines(_header("clockstats.h"))["CONVAI_CLOCKSTATS_IDLE_GAP_MS"]
+    assert idle_gap_ms == round(IDLE_GAP_SECONDS * 1000) and len(stats.intervals_ms) == idle_gap_ms + 1
 
 
 def test_control_record_packs_header_and_payload():
