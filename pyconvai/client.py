@@ -55,6 +55,7 @@ __all__ = [
     "open_direct",
     "read_agent",
     "public_url",
+    "redact_secrets",
     "redact_url",
     "set_wire_debug",
     "warm_up",
@@ -96,11 +97,19 @@ class ConnectionEnded(Exception):
         self.reason = reason
 
 
-_SECRET_PARAM = re.compile(r"\b(" + "|".join(map(re.escape, _SECRET_KEYS)) + r")=[^&\s]+", re.I)
+_SECRET_PARAM = re.compile(
+    r"(?i)\b(" + "|".join(map(re.escape, _SECRET_KEYS)) + r")(['\"]?\s*[=:]\s*['\"]?)([^&\s'\",]+)")
+_API_KEY = re.compile(r"\bsk[_-][A-Za-z0-9_-]{6,}")
+#: websockets logs the handshake's headers under wire debug: the other providers' bearer tokens.
+_AUTHORIZATION = re.compile(r"(?i)\b(authorization['\"]?\s*[=:]\s*['\"]?)(bearer\s+)?([^\s'\",]+)")
 
 
-def _redact_text(text: str) -> str:
-    return _SECRET_PARAM.sub(r"\1=***", text)
+def redact_secrets(text: str) -> str:
+    """``text`` with signed-URL tokens, API keys and bearer tokens blanked: exception texts
+    that become a call's reason, and every log line (a traceback under wire debug may
+    quote a URL or a header)."""
+    text = _AUTHORIZATION.sub(r"\1\2***", _SECRET_PARAM.sub(r"\1\2***", text))
+    return _API_KEY.sub("sk_***", text)
 
 
 class _RedactingFilter(logging.Filter):
@@ -108,7 +117,7 @@ class _RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = _redact_text(message)
+        redacted = redact_secrets(message)
         if redacted != message:
             record.msg, record.args = redacted, ()
         return True
@@ -242,7 +251,7 @@ async def _open_websocket(url: str, ssl_context: ssl.SSLContext,
     try:
         uri = parse_uri(url)
     except WebSocketException as exc:
-        raise ConnectFailed(f"websocket: {type(exc).__name__}: {_redact_text(str(exc))}") from None
+        raise ConnectFailed(f"websocket: {type(exc).__name__}: {redact_secrets(str(exc))}") from None
     protocol = ClientProtocol(uri, max_size=MAX_MESSAGE_BYTES, logger=_wire_log)
     request = protocol.connect()
     request.headers["User-Agent"] = _USER_AGENT
@@ -265,7 +274,7 @@ async def _open_websocket(url: str, ssl_context: ssl.SSLContext,
     except (OSError, WebSocketException) as exc:
         conn.abort()
         # some messages quote the URL
-        raise ConnectFailed(f"websocket: {type(exc).__name__}: {_redact_text(str(exc))}", retryable=True) from None
+        raise ConnectFailed(f"websocket: {type(exc).__name__}: {redact_secrets(str(exc))}", retryable=True) from None
     except BaseException:  # cancelled (the attempt's bound): nothing may stay open
         conn.abort()
         raise

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-import re
 import sys
 import threading
 import time
@@ -51,18 +50,9 @@ SWEEP_SECONDS = 0.100
 PLAYBACK_TICK_SECONDS = 0.100
 
 
-_SECRET_PARAMS = re.compile(
-    r"(?i)\b(conversation_signature|signature|token|xi-api-key|xi_api_key|api_key)([=:]\s*)([^&\s'\",]+)")
-_API_KEYS = re.compile(r"\bsk[_-][A-Za-z0-9_-]{6,}")
-#: websockets logs the handshake's headers under wire debug: the other providers' bearer tokens.
-_AUTHORIZATION = re.compile(r"(?i)\b(authorization['\"]?\s*[=:]\s*['\"]?)(bearer\s+)?([^\s'\",]+)")
-
-
-def redact_secrets(line: str) -> str:
-    """A log line with signed-URL tokens and API keys blanked, made one safe line
-    (a traceback under wire debug may quote a URL or a header)."""
-    line = _AUTHORIZATION.sub(r"\1\2***", _SECRET_PARAMS.sub(r"\1\2***", line))
-    return one_line(_API_KEYS.sub("sk_***", line))
+def safe_log_line(line: str) -> str:
+    """A log line as it reaches Asterisk: secrets blanked, one safe line."""
+    return one_line(client.redact_secrets(line))
 
 
 class HostLogHandler(logging.Handler):
@@ -91,7 +81,7 @@ class HostLogHandler(logging.Handler):
         try:
             # A traceback goes line by line: every line Asterisk logs is one safe line.
             for line in self.format(record).splitlines() or [""]:
-                _convai_host.log(level, redact_secrets(line))
+                _convai_host.log(level, safe_log_line(line))
         except Exception:  # noqa: BLE001 - logging must never raise into callers
             self.handleError(record)
 
