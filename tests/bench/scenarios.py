@@ -365,36 +365,56 @@ def spread(count: int, n: int) -> set[int]:
 CONNECT_ALLOWANCE_S = 120.0
 
 
+def caller_seconds(level: int, cfg: Settings, measured_s: float) -> float:
+    """How long a level's callers must talk: the ramp, the connection allowance, the warm-up,
+    what is measured, and a margin (the bench hangs them up when it is done)."""
+    return level / cfg.ramp_rate + CONNECT_ALLOWANCE_S + cfg.warmup_s + measured_s + 30.0
+
+
+def _connected_and_warm(run: Run, level: int, cfg: Settings, timeout: float, what: str) -> None:
+    """Wait for a level's calls to be up (measured anyway if some are not), then the warm-up."""
+    if not run.wait_connected(level, timeout):
+        run.result.errors.append(f"not all {level} {what} were connected {timeout:g} s after the last was "
+                                 "placed; measured anyway")
+    time.sleep(cfg.warmup_s)
+
+
+def _window_then_hang_up(run: Run, level: int, cfg: Settings) -> None:
+    """The steady window, then every call hung up and Asterisk left idle."""
+    r = run.result
+    channels_before = run.ast.channel_count()
+    run.measure_window(cfg.window_s)
+    r.channels_in_window = (channels_before, run.ast.channel_count())
+    run.ast.cli("channel request hangup all")
+    if r.with_module and not run.wait_finished(level, 120):
+        r.errors.append(f"only {run.finished()} of {level} calls published their figures")
+    if not run.wait_idle(120):
+        r.errors.append("Asterisk not idle 120 s after the hangup")
+
+
+def _idle_after(run: Run) -> None:
+    """Asterisk's figures once the calls are gone, and everything the run left to collect."""
+    time.sleep(2.0)
+    run.result.idle_after = proc_sample(run.ast.pid)
+    run.collect()
+
+
 def run_level(root: Path, moddir: str, out_dir: Path, level: int, with_module: bool, cfg: Settings,
               log=print) -> RunResult:
     """``level`` concurrent calls; the steady window starts ``warmup_s`` after all are up; then the
     bench hangs every call up (the callers' audio outlasts the window)."""
-    ramp = level / cfg.ramp_rate
-    caller_s = ramp + CONNECT_ALLOWANCE_S + cfg.warmup_s + cfg.window_s + 30.0
     name = f"{'module' if with_module else 'floor'}-{level}"
     run = Run(root, moddir, out_dir, name=name, with_module=with_module, buffer_ms=cfg.capacity_buffer_ms,
-              caller_seconds=caller_s)
+              caller_seconds=caller_seconds(level, cfg, cfg.window_s))
     r = run.result
     with run:
         run.start()
         run.place(level, level, cfg.ramp_rate, spread(level, cfg.recorded_per_level))
-        if not run.wait_connected(level, CONNECT_ALLOWANCE_S):
-            r.errors.append(f"not all {level} calls were connected {CONNECT_ALLOWANCE_S:g} s after the last "
-                            "was originated; measured anyway")
-        time.sleep(cfg.warmup_s)
+        _connected_and_warm(run, level, cfg, CONNECT_ALLOWANCE_S, "calls")
         log(f"  {name}: {level} calls up {r.connected_at - r.originated_at:.1f} s after the last originate; "
             f"measuring {cfg.window_s:g} s")
-        channels_before = run.ast.channel_count()
-        run.measure_window(cfg.window_s)
-        r.channels_in_window = (channels_before, run.ast.channel_count())
-        run.ast.cli("channel request hangup all")
-        if with_module and not run.wait_finished(level, 120):
-            r.errors.append(f"only {run.finished()} of {level} calls published their figures")
-        if not run.wait_idle(120):
-            r.errors.append("Asterisk not idle 120 s after the hangup")
-        time.sleep(2.0)
-        r.idle_after = proc_sample(run.ast.pid)
-        run.collect()
+        _window_then_hang_up(run, level, cfg)
+        _idle_after(run)
     return r
 
 
@@ -402,12 +422,11 @@ def profile_level(root: Path, moddir: str, out_dir: Path, level: int, cfg: Setti
     """The asyncio thread's profile with ``level`` calls, in a run of its own: py-spy with native
     frames pauses the process at every sample, which would disturb the measured calls' pacing."""
     run = Run(root, moddir, out_dir, name=f"profile-{level}", with_module=True, buffer_ms=cfg.capacity_buffer_ms,
-              caller_seconds=level / cfg.ramp_rate + CONNECT_ALLOWANCE_S + cfg.warmup_s + cfg.profile_s + 30.0)
+              caller_seconds=caller_seconds(level, cfg, cfg.profile_s))
     with run:
         run.start()
         run.place(level, level, cfg.ramp_rate, set())
-        run.wait_connected(level, CONNECT_ALLOWANCE_S)
-        time.sleep(cfg.warmup_s)
+        _connected_and_warm(run, level, cfg, CONNECT_ALLOWANCE_S, "calls")
         log(f"  profile-{level}: profiling the runtime for {cfg.profile_s:g} s (py-spy, the asyncio thread)")
         found = profile(root, run.ast.pid, cfg.profile_s)
         run.ast.cli("channel request hangup all")
@@ -419,26 +438,17 @@ def run_sip_level(root: Path, moddir: str, out_dir: Path, level: int, with_modul
                   log=print) -> RunResult:
     """``level`` concurrent SIP calls from SIPp over PJSIP and RTP (μ-law both ways, the
     caller's audio streamed by SIPp), to the module or to the floor; measured as run_level."""
-    caller_s = level / cfg.ramp_rate + CONNECT_ALLOWANCE_S + cfg.warmup_s + cfg.window_s + 30.0
+    talk_s = caller_seconds(level, cfg, cfg.window_s)
     name = f"sip-{'module' if with_module else 'floor'}-{level}"
     run = Run(root, moddir, out_dir, name=name, with_module=with_module, buffer_ms=cfg.capacity_buffer_ms,
-              caller_seconds=caller_s, sip=True)
+              caller_seconds=talk_s, sip=True)
     r = run.result
     with run:
         run.start()
-        sipp = run.place_sip(level, cfg.ramp_rate, caller_s)
-        if not run.wait_connected(level, level / cfg.ramp_rate + CONNECT_ALLOWANCE_S):
-            r.errors.append(f"not all {level} SIP calls were connected; measured anyway")
-        time.sleep(cfg.warmup_s)
+        sipp = run.place_sip(level, cfg.ramp_rate, talk_s)
+        _connected_and_warm(run, level, cfg, level / cfg.ramp_rate + CONNECT_ALLOWANCE_S, "SIP calls")
         log(f"  {name}: {run.ast.channel_count()} SIP calls up; measuring {cfg.window_s:g} s")
-        channels_before = run.ast.channel_count()
-        run.measure_window(cfg.window_s)
-        r.channels_in_window = (channels_before, run.ast.channel_count())
-        run.ast.cli("channel request hangup all")
-        if with_module and not run.wait_finished(level, 120):
-            r.errors.append(f"only {run.finished()} of {level} calls published their figures")
-        if not run.wait_idle(120):
-            r.errors.append("Asterisk not idle 120 s after the hangup")
+        _window_then_hang_up(run, level, cfg)
         try:
             out, _ = sipp.communicate(timeout=60)
         except subprocess.TimeoutExpired:
@@ -449,9 +459,7 @@ def run_sip_level(root: Path, moddir: str, out_dir: Path, level: int, with_modul
         r.sipp = f"{found.group(1) if found else '?'} of {level} calls successful (SIPp exit {sipp.returncode})"
         if sipp.returncode != 0:
             r.errors.append("SIPp: " + r.sipp + ": " + text[-600:])
-        time.sleep(2.0)
-        r.idle_after = proc_sample(run.ast.pid)
-        run.collect()
+        _idle_after(run)
     return r
 
 
