@@ -1,7 +1,8 @@
 """The prose of BENCHMARKS.md: the method, and for every missed bar by how much, why, and what would
 meet it. Every number quoted there comes from the figures of the run being reported, except in the
-design changes and the other runs (``design_changes``, ``other_runs``), which are earlier or separate
-measurements and say when, how and of which build each was made."""
+design changes and the other runs (``design_changes``, ``other_runs``) and where a missed bar's "why"
+quotes a measurement made by hand: those are earlier or separate measurements and say when and how
+each was made."""
 
 from __future__ import annotations
 
@@ -219,17 +220,23 @@ def explanations(out: dict) -> list[str]:
                f"({asyncio_cpu / level:.3f} % per call): the WebSocket reads and writes, JSON and base64 of "
                "every message, the doorbell's wake-ups, queueing the agent's frames." if asyncio_cpu else ""))
         add("- Where its Python time goes: the profile below the capacity table (py-spy, native frames).")
-        add("- What would meet it: the per-message path out of Python. The WebSocket already has nothing "
-            "between a frame and the session (websockets' Sans-I/O protocol on the transport, see the design "
-            "changes); what is left per message is websockets' frame parser, JSON, base64 and the session → "
-            "call → downlink handling, about fifty Python calls for each `audio` message, and a Python "
-            "iteration for each of the 100 clock records a call sends a second. `audio` messages parsed and "
-            "decoded into the playback queue in C, and the clock records aggregated in C on the channel thread "
-            "(Python reading a summary), would take most of it. The same Python code costs about twice as much "
-            "inside Asterisk as in a process of its own with the same calls and message rates (measured by hand: the runtime with "
-            "real rings and the simulator, no Asterisk, this code: 7.6 and 7.8 % of a core for 50 "
-            "calls, against 16–17 % inside Asterisk), which is why each Python frame saved counts double and why none of the smaller cuts "
-            "showed in the A/B runs.")
+        add("- Why, measured by hand on 2026-12-03 (50 calls, module only, perf and /proc): the asyncio thread "
+            "wakes about 500 times a second, once per event (each agent message and each caller chunk's doorbell "
+            "comes on its own), and each wake-up costs about 0.35 ms of CPU: 28 % of the thread's samples are in "
+            "the kernel (epoll_pwait 9 %, socket writes 6 %, reads 2 %, the rest switching threads), 59 % in "
+            "libpython, whose code starts cold at every wake-up. The same Python code in a process of its own, "
+            "where one stand-in thread feeds every call's rings in one burst every 20 ms, wakes 142 times a "
+            "second for the same 50 calls and takes 6.4 % of a core: what looked like the same code costing "
+            "twice as much inside Asterisk is the number of wake-ups. Neither the scheduler nor the allocator "
+            "is the cause: the thread at nice -10 was preempted 140 times a second instead of 320 and took "
+            "17.7, 16.4 and 16.7 % of a core against 17.5, 18.1 and 16.5 %; mimalloc as Python's allocator, "
+            "16.6 and 17.3 %.")
+        add("- What would meet it: fewer wake-ups, then less Python per event. Caller chunks picked up on the "
+            "wake-ups that happen anyway (the framehook keeping a list of complete chunks, and ringing the "
+            "doorbell only for a chunk still waiting one frame later) would save most of the doorbell's 4 "
+            "wake-ups per call-second (50 at 20 ms chunks), at the cost of up to 20 ms more on the uplink of a "
+            "call with nothing else going on; `audio` messages parsed and decoded into the playback queue in C "
+            "would shorten the rest. The clock records are already counted in C (see the design changes).")
         add("")
 
     s, f = out["soak"], out["soak_floor"]
@@ -352,6 +359,18 @@ def design_changes() -> list[str]:
         "5 MiB (lazy imports of the HTTP and WebSocket clients, the asyncio thread's first allocations): the "
         "runtime now opens one conversation at load against a throwaway server on 127.0.0.1, and the first call "
         "costs 358 and 246 KiB.",
+        "- **Clock records counted in C (issue 15).** The channel thread reports every frame it writes and "
+        "every piece of caller audio it captures, 100 records a second per call, and Python iterated over "
+        "each. `csrc/clockstats.c`, built into the cffi binding and called on the asyncio thread, now counts "
+        "the frames, the pacing histogram and the captures awaiting their chunk, and hands Python only the "
+        "records its rules need (the first frame of new audio, the frames around an interruption, keys and "
+        "answers); the figures are the same and so are their unit tests. One call-second of records cost "
+        "133 µs of Python before and 19 µs after (by hand, in a process of its own). A/B in this bench's "
+        "Asterisk (2026-12-03, `BENCH_PARTS=capacity BENCH_LEVELS=50 BENCH_NO_FLOOR=1`, three runs of each "
+        "build in turn): the asyncio thread 15.9, 19.2 and 18.4 % of a core before, 16.6, 16.9 and 16.5 % "
+        "after; Asterisk's CPU 52.5, 59.8 and 61.3 % → 55.3, 56.5 and 54.9 %: about one point, within this "
+        "machine's swing at 50 calls (with the records not read at all, the most this change could give: "
+        "15.0 and 14.5 %).",
         "",
     ]
 
