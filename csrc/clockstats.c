@@ -36,6 +36,13 @@ void convai_clockstats_written(struct convai_clockstats *stats, uint64_t at_ns)
 	stats->last_write_ns = at_ns;
 }
 
+/*! \brief Forget the oldest capture kept. */
+static void clockstats_forget_oldest(struct convai_clockstats *stats)
+{
+	stats->capture_first = (stats->capture_first + 1) % CONVAI_CLOCKSTATS_CAPTURES;
+	stats->capture_count--;
+}
+
 static void clockstats_captured(struct convai_clockstats *stats, uint64_t position, uint64_t at_ns)
 {
 	uint32_t slot;
@@ -43,8 +50,7 @@ static void clockstats_captured(struct convai_clockstats *stats, uint64_t positi
 	if (stats->capture_count == CONVAI_CLOCKSTATS_CAPTURES) {
 		/* Python is seconds behind: the oldest capture goes (a sample is lost, none is wrong). */
 		stats->capture_dropped_to = stats->capture_position[stats->capture_first];
-		stats->capture_first = (stats->capture_first + 1) % CONVAI_CLOCKSTATS_CAPTURES;
-		stats->capture_count--;
+		clockstats_forget_oldest(stats);
 	}
 	slot = (stats->capture_first + stats->capture_count) % CONVAI_CLOCKSTATS_CAPTURES;
 	stats->capture_position[slot] = position;
@@ -78,8 +84,7 @@ int convai_clockstats_captured_at(struct convai_clockstats *stats, uint64_t stre
 		return -1;
 	}
 	while (stats->capture_count && stats->capture_position[stats->capture_first] < stream_end) {
-		stats->capture_first = (stats->capture_first + 1) % CONVAI_CLOCKSTATS_CAPTURES;
-		stats->capture_count--;
+		clockstats_forget_oldest(stats);
 	}
 	if (!stats->capture_count) {
 		return 0;
